@@ -1,0 +1,416 @@
+"""The data layer every stage uses: split CSVs (read, validate, write) and chest X-ray image loading.
+
+A split CSV (SPEC §1) has one row per real image: ``image_path``, ``patient_id``, ``split``, ``prompt``,
+``class_label``, one column per class holding 1, 0 or empty (unknown), and optional ``view``, ``sex``,
+``age``, ``source``, ``dataset``. Its class list and source dataset may also be recorded in a sidecar
+``<csv>.json``. Every problem is reported as a :class:`DataError` naming the file, row, column and value.
+
+Images are returned with their true bit depth (8 or 16) so that normalisation can scale from the right
+maximum (255 or 65535); nothing here rescales or pads, and an unreadable file is an error, never a blank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("image_path", "patient_id", "split", "prompt", "class_label")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("view", "sex", "age", "source", "dataset")
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+_POSITIVE = {"1", "1.0"}
+_NEGATIVE = {"0", "0.0"}
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file and, where it applies, the row, column and value."""
+
+
+class ImageLoadError(DataError):
+    """An image file is missing, empty, truncated or not an image."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _row_ref(index: int) -> str:
+    """Human reference for data row ``index`` (0-based): 1-based row and the line in the file."""
+    return f"row {index + 1} (line {index + 2})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Split CSVs
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitTable:
+    """A validated split: the frame (all values as strings), its classes, dataset and image root."""
+
+    frame: pd.DataFrame
+    classes: list[str]
+    dataset: str
+    source: str
+    image_root: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def subset(self, split: str | Sequence[str]) -> SplitTable:
+        """Rows of one split (or several), as a new table with the same classes and root."""
+        wanted = [split] if isinstance(split, str) else list(split)
+        unknown = [s for s in wanted if s not in SPLIT_NAMES]
+        if unknown:
+            raise DataError(f"{self.source}: unknown split {unknown[0]!r}; use one of {', '.join(SPLIT_NAMES)}")
+        frame = self.frame[self.frame["split"].isin(wanted)].reset_index(drop=True)
+        return SplitTable(frame, list(self.classes), self.dataset, self.source, self.image_root, dict(self.meta))
+
+    def image_paths(self) -> list[Path]:
+        """Absolute image paths: ``image_path`` as is when absolute, else under ``image_root``."""
+        return [resolve_image_path(p, self.image_root) for p in self.frame["image_path"]]
+
+    def labels(self) -> np.ndarray:
+        """Label matrix, float32 ``(n_images, n_classes)``: 1.0, 0.0, or NaN where unknown."""
+        return label_matrix(self.frame, self.classes)
+
+
+def resolve_image_path(image_path: str | Path, image_root: str | Path) -> Path:
+    """``image_path`` if absolute, else joined to ``image_root``."""
+    path = Path(image_path)
+    return path if path.is_absolute() else Path(image_root) / path
+
+
+def label_matrix(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """Float32 array ``(len(frame), len(classes))`` of 1.0 / 0.0 / NaN (unknown) from label columns."""
+    out = np.full((len(frame), len(classes)), np.nan, dtype=np.float32)
+    for j, name in enumerate(classes):
+        values = frame[name].astype(str).str.strip()
+        out[values.isin(_POSITIVE).to_numpy(), j] = 1.0
+        out[values.isin(_NEGATIVE).to_numpy(), j] = 0.0
+    return out
+
+
+def sidecar_path(csv_path: str | Path) -> Path:
+    """The ``<csv>.json`` file that records a split's dataset, classes and how it was built."""
+    return Path(str(csv_path) + ".json")
+
+
+def infer_classes(frame: pd.DataFrame) -> list[str]:
+    """Label columns of a split frame: every column that is not a SPEC §1 standard column."""
+    known = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+    return [c for c in frame.columns if c not in known]
+
+
+def validate_split_frame(
+    frame: pd.DataFrame, classes: Sequence[str] | None = None, source: str = "<split table>"
+) -> list[str]:
+    """Check a split frame against SPEC §1 and return its class list.
+
+    Raises :class:`DataError` naming ``source``, the row, the column and the value for: no rows, a missing
+    column, an empty image path or patient, a bad ``split``, a non-integer ``class_label``, a label that is not
+    1/0/empty, an image listed twice, a patient in two splits, or a requested class that is not a column.
+    """
+    if len(frame.columns) == 0 or len(frame) == 0:
+        raise DataError(f"{source}: the CSV has no rows (expected a header and one row per image)")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing column {missing[0]!r} (required: {', '.join(REQUIRED_COLUMNS)}; "
+            f"found: {', '.join(map(str, frame.columns))})"
+        )
+    if classes is None:
+        classes = infer_classes(frame)
+    classes = list(classes)
+    unknown = [c for c in classes if c not in frame.columns]
+    if unknown:
+        raise DataError(
+            f"{source}: unknown class {unknown[0]!r}: no such label column "
+            f"(label columns: {', '.join(infer_classes(frame)) or 'none'})"
+        )
+    if not classes:
+        raise DataError(f"{source}: no label columns (add one column per class holding 1, 0 or empty)")
+
+    text = frame.fillna("").astype(str)
+    for column in ("image_path", "patient_id"):
+        empty = np.flatnonzero(text[column].str.strip().to_numpy() == "")
+        if empty.size:
+            raise DataError(f"{source}: {_row_ref(int(empty[0]))}: column {column!r} is empty")
+    bad_split = np.flatnonzero(~text["split"].isin(SPLIT_NAMES).to_numpy())
+    if bad_split.size:
+        i = int(bad_split[0])
+        raise DataError(
+            f"{source}: {_row_ref(i)}: column 'split' has value {text['split'].iat[i]!r}; "
+            f"expected one of {', '.join(SPLIT_NAMES)}"
+        )
+    class_label = text["class_label"].str.strip()
+    bad_class = np.flatnonzero(~(class_label.eq("") | class_label.str.fullmatch(r"-?\d+(\.0)?")).to_numpy())
+    if bad_class.size:
+        i = int(bad_class[0])
+        raise DataError(
+            f"{source}: {_row_ref(i)}: column 'class_label' has value {class_label.iat[i]!r}; "
+            "expected an integer or empty"
+        )
+    allowed = _POSITIVE | _NEGATIVE | {""}
+    for name in classes:
+        values = text[name].str.strip()
+        bad = np.flatnonzero(~values.isin(allowed).to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{source}: {_row_ref(i)}: label column {name!r} has value {values.iat[i]!r}; "
+                "expected 1, 0 or empty (unknown)"
+            )
+    duplicated = text["image_path"].duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        rows = np.flatnonzero(duplicated)
+        first = text["image_path"].iat[int(rows[0])]
+        same = [int(r) for r in rows if text["image_path"].iat[int(r)] == first]
+        raise DataError(
+            f"{source}: image {first!r} is listed twice, in {_row_ref(same[0])} and {_row_ref(same[1])}"
+        )
+    splits_per_patient = text.groupby("patient_id")["split"].nunique()
+    leaking = splits_per_patient[splits_per_patient > 1]
+    if len(leaking):
+        patient = leaking.index[0]
+        rows = text.index[text["patient_id"] == patient]
+        where = ", ".join(f"{text['split'].iat[r]} in {_row_ref(int(r))}" for r in rows[:4])
+        raise DataError(
+            f"{source}: patient {patient!r} appears in more than one split ({where}); splits must be "
+            f"patient-disjoint ({len(leaking)} patient(s) affected)"
+        )
+    return classes
+
+
+def _read_sidecar(csv_path: Path) -> dict[str, Any]:
+    path = sidecar_path(csv_path)
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable sidecar JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: sidecar must be a JSON object")
+    return meta
+
+
+def read_split_csv(
+    path: str | Path, image_root: str | Path | None = None, classes: Sequence[str] | None = None
+) -> SplitTable:
+    """Read and validate a split CSV.
+
+    ``classes`` defaults to the sidecar's ``classes``, else to every non-standard column. ``image_root``
+    defaults to the sidecar's ``image_root`` (relative to the CSV), else the CSV's folder. The dataset comes
+    from the ``dataset`` column (one value) or the sidecar; it is ``"unknown"`` when neither says.
+    """
+    csv_path = Path(path)
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: split CSV not found")
+    if csv_path.stat().st_size == 0:
+        raise DataError(f"{csv_path}: the CSV is empty (0 bytes)")
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
+    meta = _read_sidecar(csv_path)
+    if classes is None and meta.get("classes"):
+        classes = list(meta["classes"])
+    classes = validate_split_frame(frame, classes, source=str(csv_path))
+    datasets = sorted({d for d in frame.get("dataset", pd.Series(dtype=str)) if d})
+    if len(datasets) > 1:
+        dataset = "+".join(datasets)
+    elif datasets:
+        dataset = datasets[0]
+    else:
+        dataset = str(meta.get("dataset") or "unknown")
+    if image_root is None:
+        image_root = csv_path.parent / meta["image_root"] if meta.get("image_root") else csv_path.parent
+    return SplitTable(frame, classes, dataset, str(csv_path), Path(image_root), meta)
+
+
+def _format_label(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value).strip()
+    if text in _POSITIVE:
+        return "1"
+    if text in _NEGATIVE:
+        return "0"
+    return text
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_split_csv(
+    frame: pd.DataFrame,
+    path: str | Path,
+    classes: Sequence[str],
+    dataset: str,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Validate ``frame`` and write it as a split CSV plus its ``<csv>.json`` sidecar, atomically.
+
+    Labels are written as ``1`` / ``0`` / empty, columns in SPEC order (standard columns, then the classes
+    in the given order, then optional columns). Returns the CSV path.
+    """
+    frame = frame.copy()
+    frame["dataset"] = dataset
+    for name in classes:
+        if name in frame.columns:
+            frame[name] = frame[name].map(_format_label)
+    frame["class_label"] = frame["class_label"].map(
+        lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(int(float(v)))
+    )
+    ordered = [*REQUIRED_COLUMNS, *classes, *[c for c in OPTIONAL_COLUMNS if c in frame.columns]]
+    frame = frame[ordered].fillna("").astype(str)
+    validate_split_frame(frame, classes, source=str(path))
+    csv_path = atomic_write_text(path, frame.to_csv(index=False))
+    sidecar = {"dataset": dataset, "classes": list(classes), **dict(meta or {})}
+    atomic_write_text(sidecar_path(csv_path), json.dumps(sidecar, indent=2, default=str) + "\n")
+    return csv_path
+
+
+def split_summary(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Counts per split: images, patients, and positives / known labels for each class."""
+    labels = label_matrix(frame, classes)
+    rows = []
+    for split in [*SPLIT_NAMES, "all"]:
+        mask = np.ones(len(frame), bool) if split == "all" else (frame["split"] == split).to_numpy()
+        row: dict[str, Any] = {
+            "split": split,
+            "images": int(mask.sum()),
+            "patients": int(frame.loc[mask, "patient_id"].nunique()),
+        }
+        for j, name in enumerate(classes):
+            column = labels[mask, j]
+            row[name] = f"{int(np.nansum(column))}/{int(np.isfinite(column).sum())}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("split")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XrayImage:
+    """A greyscale image as stored: ``pixels`` is ``(H, W)``, uint8 (8-bit) or uint16 (16-bit).
+
+    ``bit_depth`` is the true depth of the file, so ``max_value`` (255 or 65535) is the right divisor for
+    normalisation even when a 16-bit image happens to use only a small part of its range.
+    """
+
+    pixels: np.ndarray
+    bit_depth: int
+    path: Path
+    mode: str
+
+    @property
+    def max_value(self) -> int:
+        """Largest representable value: 255 for 8-bit, 65535 for 16-bit."""
+        return (1 << self.bit_depth) - 1
+
+    def to_float(self) -> np.ndarray:
+        """Float32 ``(H, W)`` in [0, 1], scaled by the true maximum of the bit depth."""
+        return self.pixels.astype(np.float32) / float(self.max_value)
+
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def _to_grey(image: Image.Image) -> tuple[np.ndarray, int]:
+    """Pixels ``(H, W)`` and bit depth of a decoded PIL image, without rescaling."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(image, dtype=np.uint16), 16
+    if mode == "I":
+        # 16-bit PNGs decode as 32-bit "I" in some Pillow versions; the values still fit 16 bits.
+        pixels = np.asarray(image, dtype=np.int64)
+        if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
+            raise ValueError("32-bit integer image with values outside 0..65535 is not supported")
+        return pixels.astype(np.uint16), 16
+    if mode == "F":
+        raise ValueError("floating-point images are not supported (save as 8- or 16-bit PNG)")
+    if mode in ("L", "1", "P", "LA", "PA"):
+        return np.asarray(image.convert("L"), dtype=np.uint8), 8
+    if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8), 8
+    raise ValueError(f"unsupported image mode {mode!r}")
+
+
+def load_image(path: str | Path) -> XrayImage:
+    """Decode one image file (PNG 8/16-bit, JPEG, ...; modes L, RGB, RGBA, I;16, P) into greyscale.
+
+    Colour images are converted with ITU-R 601 luma, alpha is discarded. Raises :class:`ImageLoadError`
+    naming the file when it is missing, empty, truncated or not an image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(path, "file not found")
+    if not path.is_file():
+        raise ImageLoadError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(path, "file is empty (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels, bit_depth = _to_grey(image)
+            mode = image.mode
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(path, "not an image file (unrecognised format)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(path, f"unreadable or truncated image ({exc})") from exc
+    if pixels.ndim != 2 or pixels.size == 0:
+        raise ImageLoadError(path, f"decoded to an unexpected shape {pixels.shape}")
+    return XrayImage(np.ascontiguousarray(pixels), bit_depth, path, mode)
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """One bad image found by :func:`scan_images`: which row, which file, what is wrong."""
+
+    row: int
+    path: Path
+    reason: str
+
+
+def scan_images(paths: Iterable[str | Path], workers: int = 4) -> list[ImageProblem]:
+    """Decode every image once and return all problems (missing, empty, unreadable), in row order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path_list = [Path(p) for p in paths]
+
+    def check(item: tuple[int, Path]) -> ImageProblem | None:
+        row, path = item
+        try:
+            load_image(path)
+        except ImageLoadError as exc:
+            return ImageProblem(row, path, exc.reason)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(check, enumerate(path_list)))
+    return [r for r in results if r is not None]

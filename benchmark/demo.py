@@ -1,0 +1,179 @@
+"""The built-in demo: phantom data, three demo generators and a leakage-safe "pretrained" classifier, end to end.
+
+Two phantom populations with disjoint patients play the two roles of the leakage-safe protocol: the *real* data
+set the generators imitate (``dataset = demo``), and a separate population on which the harness trains a
+DenseNet-121 that serves as the pretrained classifier (``trained_on = demo-classifier-population``, cached under
+``assets/cache/``). The demo generators make images from the real split's test rows:
+
+* ``demo-faithful``: the phantom generator itself, with unseen seeds (new anatomy) and each row's finding;
+* ``demo-label-blind``: phantoms whose finding is drawn at random, ignoring the row's label;
+* ``demo-untrained-ddpm``: a tiny untrained class-conditional diffusers pipeline run through the real generation
+  code (:mod:`benchmark.generate`).
+
+A harness that works ranks them faithful > label-blind > untrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark import __version__, phantoms
+from benchmark.classifiers import Classifier, load_checkpoint, save_checkpoint
+from benchmark.data import read_split_csv
+from benchmark.synthetic import SyntheticSet, read_synthetic_set, write_synthetic_set
+
+LOG = logging.getLogger(__name__)
+CLASSIFIER_DATASET = "demo-classifier-population"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo; the defaults finish in a few minutes on 2 CPU cores (classifier training included)."""
+
+    image_size: int = 48
+    real_patients: int = 300
+    classifier_patients: int = 400
+    classifier_val_patients: int = 60
+    images_per_patient: int = 2
+    classifier_epochs: int = 8
+    classifier_batch_size: int = 32
+    ddpm_steps: int = 10
+    seed: int = 0
+
+
+def assets_cache() -> Path:
+    """Where the demo caches what it trains: ``$SYNTHCXR_ASSETS`` or ``assets/cache`` of the checkout."""
+    return Path(os.environ.get("SYNTHCXR_ASSETS") or REPO_ROOT / "assets" / "cache")
+
+
+def classifier_cache_key(config: DemoConfig) -> str:
+    """Changes when anything that shapes the classifier does: its settings, the phantom generator, the harness."""
+    material = json.dumps({"config": asdict(config), "phantoms": inspect.getsource(phantoms),
+                           "version": __version__}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def demo_classifier(config: DemoConfig, progress: bool = True) -> Classifier:
+    """The DenseNet-121 trained on the classifier population (disjoint from the real data), cached."""
+    from benchmark.preprocess import xrv_input
+    from benchmark.training import TrainConfig, train_classifier
+
+    folder = assets_cache() / "demo_classifier" / classifier_cache_key(config)
+    if (folder / "config.json").is_file():
+        return load_checkpoint(folder)
+    offset = 1_000_000  # the real data's patients are numbered from 0; these never meet them
+    train_images, train_frame = phantoms.make_phantom_images(config.classifier_patients, config.images_per_patient,
+                                                             config.image_size, seed=config.seed + 101,
+                                                             patient_offset=offset)
+    val_images, val_frame = phantoms.make_phantom_images(config.classifier_val_patients, config.images_per_patient,
+                                                         config.image_size, seed=config.seed + 202,
+                                                         patient_offset=offset + config.classifier_patients)
+
+    def as_tensor(images: np.ndarray) -> torch.Tensor:
+        from benchmark.data import XrayImage
+
+        return torch.from_numpy(np.stack([xrv_input(XrayImage(im, 8, Path("phantom"), "L"), config.image_size)
+                                          for im in images]))
+
+    classes = list(phantoms.FINDINGS)
+    result = train_classifier(
+        as_tensor(train_images), train_frame[classes].to_numpy(np.float32),
+        as_tensor(val_images), val_frame[classes].to_numpy(np.float32),
+        TrainConfig(image_size=config.image_size, epochs=config.classifier_epochs,
+                    batch_size=config.classifier_batch_size, lr=2e-3, seed=config.seed,
+                    patience=config.classifier_epochs),
+        progress=progress, description="demo classifier")
+    save_checkpoint(result.model, folder, classes, trained_on=[CLASSIFIER_DATASET], input_size=config.image_size,
+                    extra={"best_epoch": result.best_epoch, "val_mean_auroc": result.best_val_auroc,
+                           "history": result.history, "demo_config": asdict(config)})
+    return load_checkpoint(folder)
+
+
+def _rows_for(test: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    rows = test[["prompt", "source_row", "class_label", *classes]].copy()
+    rows.insert(2, "seed", "")
+    return rows
+
+
+def faithful_set(folder: Path, test: pd.DataFrame, classes: list[str], config: DemoConfig) -> SyntheticSet:
+    """Phantoms with each row's finding but new anatomy (unseen seeds): a generator that learned the labels."""
+    images = []
+    for source_row, finding in zip(test["source_row"], test["finding"], strict=True):
+        rng = np.random.default_rng([config.seed + 303, int(source_row)])
+        images.append(phantoms.render_phantom(phantoms.sample_anatomy(rng), finding, config.image_size, rng))
+    rows = _rows_for(test, classes)
+    rows["seed"] = [f"{config.seed + 303}/{r}" for r in test["source_row"]]
+    return write_synthetic_set(folder, np.stack(images), rows,
+                               {"model": "demo-faithful", "classes": classes, "generator": "benchmark.phantoms"})
+
+
+def label_blind_set(folder: Path, test: pd.DataFrame, classes: list[str], config: DemoConfig) -> SyntheticSet:
+    """Phantoms whose finding is drawn at random, whatever the row's label says: a generator that ignores labels."""
+    images = []
+    for source_row in test["source_row"]:
+        rng = np.random.default_rng([config.seed + 404, int(source_row)])
+        finding = str(rng.choice(phantoms.FINDINGS))
+        images.append(phantoms.render_phantom(phantoms.sample_anatomy(rng), finding, config.image_size, rng))
+    rows = _rows_for(test, classes)
+    rows["seed"] = [f"{config.seed + 404}/{r}" for r in test["source_row"]]
+    return write_synthetic_set(folder, np.stack(images), rows,
+                               {"model": "demo-label-blind", "classes": classes, "generator": "benchmark.phantoms"})
+
+
+def untrained_ddpm_set(folder: Path, split_csv: Path, config: DemoConfig) -> SyntheticSet:
+    """A tiny untrained class-conditional DDPM, built from config and run through the real generation code."""
+    from benchmark.demo_models import build_class_conditional
+    from benchmark.generate import GenerationConfig, generate
+
+    model = folder.parent / "untrained_ddpm_model"
+    if not (model / "model_index.json").exists():
+        build_class_conditional(model, num_classes=len(phantoms.FINDINGS), image_size=config.image_size,
+                                seed=config.seed)
+    generate(GenerationConfig(model=str(model), prompts=str(split_csv), out=str(folder), split="test",
+                              steps=config.ddpm_steps, batch_size=16, seed=config.seed,
+                              command=["demo", "untrained-ddpm"]))
+    return read_synthetic_set(folder)
+
+
+@dataclass
+class DemoData:
+    """Everything the demo made: the real split, the classifier and the synthetic sets by model name."""
+
+    split_csv: Path
+    classifier: Classifier
+    synthetic: dict[str, SyntheticSet]
+
+
+def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> DemoData:
+    """Make (or reuse) the demo's real data, classifier and synthetic sets under ``workdir``."""
+    workdir = Path(workdir)
+    real_dir = workdir / "real"
+    split_csv = real_dir / "split.csv"
+    if not split_csv.exists():
+        phantoms.write_demo_dataset(real_dir, n_patients=config.real_patients,
+                                    images_per_patient=config.images_per_patient, size=config.image_size,
+                                    seed=config.seed)
+    table = read_split_csv(split_csv)
+    frame = table.frame.copy()
+    frame["source_row"] = np.arange(len(frame))
+    frame["finding"] = [table.classes[int(c)] for c in frame["class_label"]]
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    classifier = demo_classifier(config, progress=progress)
+    synthetic_dir = workdir / "synthetic"
+    sets = {
+        "demo-faithful": faithful_set(synthetic_dir / "faithful", test, table.classes, config),
+        "demo-label-blind": label_blind_set(synthetic_dir / "label_blind", test, table.classes, config),
+        "demo-untrained-ddpm": untrained_ddpm_set(synthetic_dir / "untrained_ddpm", split_csv, config),
+    }
+    return DemoData(split_csv, classifier, sets)

@@ -1,0 +1,435 @@
+"""``accelerate launch -m benchmark.generate``: a synthetic set (SPEC §2) from a prompts CSV, any number of processes.
+
+The plan is fixed before anything is generated: one image per (prompt row, image index), named
+``images/<row>_<index>.png``, with seed ``image_seed(seed, row, index)``, grouped into batches of ``--batch-size``
+in plan order. Whole batches are shared out over processes by accelerate, so an image never depends on how many
+processes ran (on CPU each process uses one intra-op thread for the same reason). Images are written atomically
+(temp file + rename) and finished ones are skipped, so a run killed at any point and restarted ends with the same
+set. Each process logs what it finished to ``parts/rank-<i>.jsonl``; ``synthetic.csv`` and ``manifest.json`` are
+built from the plan, the parts and the files on disk, and ``--rebuild-index`` rebuilds them after a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from benchmark import __version__
+from benchmark.data import REQUIRED_COLUMNS, DataError, atomic_write_text, read_split_csv, sidecar_path
+from benchmark.provenance import git_commit, package_versions, utc_timestamp
+from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_CSV
+
+PLAN_CSV = "plan.csv"
+RUN_JSON = "run.json"
+PARTS_DIR = "parts"
+PROMPT_COLUMNS = ("prompt", "annotated_prompt")
+COPIED_COLUMNS = ("class_label", "patient_id", "split", "dataset", "view", "chexpert_labels")
+# What changes the pixels: a restart must agree on all of these with the run it continues.
+IMAGE_DEFINING = ("model", "revision", "lora", "kind", "scheduler", "steps", "guidance", "height", "width", "dtype",
+                  "negative_prompt", "seed", "batch_size", "save_mode", "plan_sha256")
+
+
+def image_seed(base_seed: int, source_row: int, image_index: int) -> int:
+    """The seed of one image: the first 63 bits of sha256("base/row/index"). Independent of batches and processes."""
+    digest = hashlib.sha256(f"{int(base_seed)}/{int(source_row)}/{int(image_index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class PromptTable:
+    """Rows to generate from: ``source_row`` (row in the CSV), ``prompt``, and the columns to copy."""
+
+    frame: pd.DataFrame
+    classes: list[str]
+    source: str
+    dataset: str
+    n_duplicates_dropped: int = 0
+
+
+def load_prompts(
+    csv: str | Path,
+    *,
+    split: str | None = None,
+    prompt_col: str | None = None,
+    max_prompts: int | None = None,
+    dedupe: bool = False,
+) -> PromptTable:
+    """Read a split CSV (SPEC §1, validated; ``split`` selects rows) or any CSV with a prompt column.
+
+    ``source_row`` is the 0-based data row in the file. ``dedupe`` drops rows whose prompt repeats an earlier one;
+    ``max_prompts`` keeps the first rows after that.
+    """
+    path = Path(csv)
+    if not path.is_file():
+        raise DataError(f"{path}: prompts CSV not found")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+    if len(raw) == 0:
+        raise DataError(f"{path}: the CSV has no rows")
+    raw.insert(0, "source_row", np.arange(len(raw)))
+    classes: list[str] = []
+    dataset = "unknown"
+    if all(c in raw.columns for c in REQUIRED_COLUMNS):
+        table = read_split_csv(path)
+        classes, dataset = table.classes, table.dataset
+    elif sidecar_path(path).exists():
+        dataset = str(json.loads(sidecar_path(path).read_text()).get("dataset", "unknown"))
+    if split:
+        if "split" not in raw.columns:
+            raise DataError(f"{path}: --split {split} given but the CSV has no 'split' column")
+        raw = raw[raw["split"] == split]
+        if len(raw) == 0:
+            raise DataError(f"{path}: no rows with split == {split!r}")
+    column = prompt_col or next((c for c in PROMPT_COLUMNS if c in raw.columns), None)
+    if column is None or column not in raw.columns:
+        raise DataError(f"{path}: no prompt column ({prompt_col or ' or '.join(PROMPT_COLUMNS)}); "
+                        f"columns: {', '.join(raw.columns[1:])}")
+    frame = raw.rename(columns={column: "prompt"}) if column != "prompt" else raw
+    n_dropped = 0
+    if dedupe:
+        keep = ~frame["prompt"].duplicated()
+        n_dropped = int((~keep).sum())
+        frame = frame[keep]
+    if max_prompts is not None:
+        if max_prompts < 1:
+            raise DataError(f"--max-prompts must be at least 1, got {max_prompts}")
+        frame = frame.head(max_prompts)
+    keep_columns = ["source_row", "prompt", *[c for c in (*COPIED_COLUMNS, *classes) if c in frame.columns]]
+    return PromptTable(frame[keep_columns].reset_index(drop=True), classes, str(path), dataset, n_dropped)
+
+
+def build_plan(prompts: pd.DataFrame, images_per_prompt: int, seed: int) -> pd.DataFrame:
+    """One row per image to make: ``img_savename``, ``source_row``, ``image_index``, ``seed`` + prompt columns."""
+    if images_per_prompt < 1:
+        raise DataError(f"--images-per-prompt must be at least 1, got {images_per_prompt}")
+    repeated = prompts.loc[prompts.index.repeat(images_per_prompt)].reset_index(drop=True)
+    repeated.insert(1, "image_index", np.tile(np.arange(images_per_prompt), len(prompts)))
+    rows = repeated["source_row"].astype(int)
+    repeated.insert(0, "img_savename", [f"{IMAGES_DIR}/{r:07d}_{k:02d}.png"
+                                        for r, k in zip(rows, repeated["image_index"], strict=True)])
+    repeated.insert(3, "seed", [str(image_seed(seed, r, k)) for r, k in zip(rows, repeated["image_index"],
+                                                                          strict=True)])
+    first = ["prompt", "img_savename", "source_row", "seed", "image_index"]
+    return repeated[first + [c for c in repeated.columns if c not in first]]
+
+
+def plan_batches(n_images: int, batch_size: int) -> list[list[int]]:
+    """Plan positions grouped into consecutive batches; fixed by the plan and batch size alone."""
+    if batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+    return [list(range(start, min(start + batch_size, n_images))) for start in range(0, n_images, batch_size)]
+
+
+@dataclass
+class GenerationConfig:
+    """Everything a run needs; the ``IMAGE_DEFINING`` fields must match when a run is continued."""
+
+    model: str
+    prompts: str
+    out: str
+    split: str | None = None
+    prompt_col: str | None = None
+    max_prompts: int | None = None
+    dedupe_prompts: bool = False
+    revision: str | None = None
+    lora: str | None = None
+    images_per_prompt: int = 1
+    steps: int = 50
+    guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
+    batch_size: int = 4
+    dtype: str = "fp32"
+    scheduler: str | None = None
+    negative_prompt: str | None = None
+    seed: int = 0
+    save_mode: str = "L"
+    long_prompts: str = "report"
+    command: list[str] = field(default_factory=list)
+
+
+def save_png(pixels: np.ndarray, path: Path, save_mode: str) -> None:
+    """Write uint8 ``(H, W, C)`` pixels as PNG atomically; ``save_mode`` ``L`` (greyscale) or ``RGB``."""
+    if pixels.shape[-1] == 1:
+        image = Image.fromarray(pixels[..., 0], mode="L")
+    else:
+        image = Image.fromarray(pixels[..., :3], mode="RGB")
+        if save_mode == "L":
+            image = image.convert("L")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def check_run(out: Path, run: dict[str, Any]) -> None:
+    """Stop when ``out`` already holds a run whose image-defining settings differ, naming each difference.
+
+    Every process calls this (before any barrier), so all of them stop together.
+    """
+    path = out / RUN_JSON
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    differ = [k for k in IMAGE_DEFINING if previous.get(k) != run.get(k)]
+    if differ:
+        details = "; ".join(f"{k}: {previous.get(k)!r} there, {run.get(k)!r} now" for k in differ)
+        raise DataError(f"{out} holds a different generation run ({details}); use a new --out, or the same "
+                        "settings to continue it")
+
+
+def generate(config: GenerationConfig) -> Path:
+    """Run (or continue) the generation described by ``config`` on this process; returns the output folder."""
+    import diffusers
+    import torch
+    import transformers
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from benchmark.pipelines import TEXT_TO_IMAGE, load_generator, resolve_dtype, run_batch
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    # Both libraries warn about every cut prompt, in every batch; the harness counts and reports them once.
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    if state.device.type == "cpu":
+        torch.set_num_threads(1)  # CPU results depend on the thread count; processes give the speed instead
+    if state.device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+    if config.save_mode not in ("L", "RGB"):
+        raise DataError(f"--save-mode must be L or RGB, got {config.save_mode!r}")
+    dtype = resolve_dtype(config.dtype, state.device)
+    out = Path(config.out)
+    prompts = load_prompts(config.prompts, split=config.split, prompt_col=config.prompt_col,
+                           max_prompts=config.max_prompts, dedupe=config.dedupe_prompts)
+    loaded = load_generator(config.model, revision=config.revision, dtype=dtype, device=state.device,
+                            scheduler=config.scheduler, lora=config.lora)
+    plan = build_plan(prompts.frame, config.images_per_prompt, config.seed)
+    _check_plan_fits_model(plan, loaded.kind, prompts.source)
+    token_report = _token_report(plan, loaded)
+    if token_report["n_over_limit"] and config.long_prompts == "error":
+        raise DataError(f"{prompts.source}: {token_report['n_over_limit']} prompts exceed the tokenizer limit of "
+                        f"{token_report['token_limit']} tokens (first rows: {token_report['examples']}); shorten "
+                        "them or run with --long-prompts report")
+    plan["prompt_tokens"] = [str(n) for n in token_report.pop("tokens")]
+    limit = token_report["token_limit"]
+    plan["prompt_truncated"] = ["1" if limit and int(n) > limit else "0" for n in plan["prompt_tokens"]]
+    plan_csv = plan.to_csv(index=False)
+    run = {**asdict(config), "kind": loaded.kind, "scheduler": type(loaded.pipeline.scheduler).__name__,
+           "plan_sha256": hashlib.sha256(plan_csv.encode()).hexdigest()}
+    check_run(out, run)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:
+        if not (out / RUN_JSON).exists():
+            atomic_write_text(out / RUN_JSON, json.dumps(run, indent=2, default=str) + "\n")
+        atomic_write_text(out / PLAN_CSV, plan_csv)
+        if token_report["n_over_limit"]:
+            print(f"warning: {token_report['n_over_limit']} of {token_report['n_prompts']} prompts "
+                  f"({token_report['share_over_limit']:.1%}) exceed the tokenizer limit of {limit} tokens; the "
+                  "pipeline's tokenizer cuts them (counted in manifest.json, prompt_truncated in synthetic.csv)",
+                  file=sys.stderr)
+    state.wait_for_everyone()
+
+    batches = plan_batches(len(plan), config.batch_size)
+    names = plan["img_savename"].tolist()
+    with state.split_between_processes(list(enumerate(batches))) as my_batches:
+        my_images = sum(len(b) for _, b in my_batches)
+        bar = tqdm(total=my_images, unit="img", disable=not state.is_main_process,
+                   desc=f"generating (process 0 of {state.num_processes}, {len(plan)} images in all)")
+        part_path = out / PARTS_DIR / f"rank-{state.process_index:05d}.jsonl"
+        with part_path.open("a") as part:
+            for batch_index, positions in my_batches:
+                missing = [p for p in positions if not (out / names[p]).is_file()]
+                if not missing:
+                    bar.update(len(positions))
+                    continue
+                rows = plan.iloc[positions]
+                started = time.perf_counter()
+                images = run_batch(
+                    loaded, prompts=rows["prompt"].tolist(),
+                    class_labels=[int(c) for c in rows["class_label"]] if "class_label" in rows and
+                    loaded.kind != TEXT_TO_IMAGE else None,
+                    seeds=[int(s) for s in rows["seed"]], steps=config.steps, guidance=config.guidance,
+                    height=config.height, width=config.width, negative_prompt=config.negative_prompt)
+                seconds = time.perf_counter() - started
+                for offset, position in enumerate(positions):
+                    if position in missing:
+                        save_png(images[offset], out / names[position], config.save_mode)
+                        part.write(json.dumps({"img_savename": names[position], "rank": state.process_index,
+                                               "batch": batch_index, "seconds": seconds / len(positions),
+                                               "finished": utc_timestamp()}) + "\n")
+                part.flush()
+                bar.update(len(positions))
+        bar.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        manifest = {**_manifest_facts(config, loaded, prompts, token_report),
+                    "num_processes": state.num_processes, "device": str(state.device)}
+        write_index(out, manifest)
+    state.wait_for_everyone()
+    return out
+
+
+def _check_plan_fits_model(plan: pd.DataFrame, kind: str, source: str) -> None:
+    from benchmark.pipelines import CLASS_CONDITIONAL, TEXT_TO_IMAGE
+
+    if kind == TEXT_TO_IMAGE:
+        empty = np.flatnonzero(plan["prompt"].str.strip().eq("").to_numpy())
+        if empty.size:
+            raise DataError(f"{source}: row {int(plan['source_row'].iat[int(empty[0])]) + 1}: empty prompt for a "
+                            "text-to-image model")
+    if kind == CLASS_CONDITIONAL:
+        if "class_label" not in plan.columns:
+            raise DataError(f"{source}: the model is class-conditional but the CSV has no 'class_label' column")
+        bad = np.flatnonzero(~plan["class_label"].str.fullmatch(r"\d+").to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"{source}: row {int(plan['source_row'].iat[i]) + 1}: class_label "
+                            f"{plan['class_label'].iat[i]!r} is not a class index (the model is class-conditional)")
+
+
+def _token_report(plan: pd.DataFrame, loaded: Any) -> dict[str, Any]:
+    """Prompt token counts against the tokenizer limit (text-to-image only)."""
+    limit = loaded.token_limit
+    unique = plan.drop_duplicates("source_row")
+    if not loaded.tokenizers:
+        return {"token_limit": None, "n_prompts": len(unique), "n_over_limit": 0, "share_over_limit": 0.0,
+                "examples": [], "tokens": [0] * len(plan)}
+    counts = {p: loaded.count_tokens(p) for p in plan["prompt"].unique()}
+    tokens = [counts[p] for p in plan["prompt"]]
+    over = unique[[counts[p] > limit for p in unique["prompt"]]]
+    return {"token_limit": limit, "n_prompts": len(unique), "n_over_limit": len(over),
+            "share_over_limit": len(over) / max(1, len(unique)),
+            "examples": [int(r) + 1 for r in over["source_row"].head(5)], "tokens": tokens}
+
+
+def _manifest_facts(config: GenerationConfig, loaded: Any, prompts: PromptTable,
+                    token_report: dict[str, Any]) -> dict[str, Any]:
+    scheduler = loaded.pipeline.scheduler
+    return {
+        "model": config.model, "revision": config.revision, "lora": config.lora,
+        "pipeline_class": loaded.pipeline_class, "kind": loaded.kind,
+        "scheduler": type(scheduler).__name__, "scheduler_config": dict(scheduler.config),
+        "steps": config.steps, "guidance": config.guidance, "height": config.height, "width": config.width,
+        "dtype": config.dtype, "batch_size": config.batch_size, "images_per_prompt": config.images_per_prompt,
+        "negative_prompt": config.negative_prompt, "seed": config.seed,
+        "seed_policy": "image seed = first 63 bits of sha256('<seed>/<source_row>/<image_index>'), one "
+                       "torch.Generator per image (CPU); batches fixed by the plan and batch size",
+        "safety_checker": "disabled",
+        "prompts_csv": prompts.source, "split": config.split, "max_prompts": config.max_prompts,
+        "dedupe_prompts": config.dedupe_prompts, "duplicate_prompts_dropped": prompts.n_duplicates_dropped,
+        "dataset": prompts.dataset, "classes": prompts.classes, "save_mode": config.save_mode,
+        "long_prompts": {k: v for k, v in token_report.items() if k != "tokens"},
+        "package_versions": package_versions(), "git_commit": git_commit(), "harness_version": __version__,
+        "command": shlex.join(config.command),
+    }
+
+
+def write_index(out: str | Path, manifest_updates: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Build ``synthetic.csv`` and ``manifest.json`` from ``plan.csv``, the parts and the images on disk.
+
+    Rows are the planned images whose file exists, in plan order; the manifest says how many were planned,
+    finished and missing, and how many finished images had no part entry (a crash between writing the image and
+    logging it). Safe to call at any time, e.g. after a crash (``--rebuild-index``).
+    """
+    out = Path(out)
+    if not (out / PLAN_CSV).is_file():
+        raise DataError(f"{out}: no {PLAN_CSV}; this folder was not made by benchmark.generate")
+    plan = pd.read_csv(out / PLAN_CSV, dtype=str, keep_default_na=False)
+    logged: set[str] = set()
+    for part in sorted((out / PARTS_DIR).glob("rank-*.jsonl")):
+        for number, line in enumerate(part.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                logged.add(json.loads(line)["img_savename"])
+            except (json.JSONDecodeError, KeyError):
+                if number < len(part.read_text().splitlines()):  # only a cut-off last line is expected
+                    raise DataError(f"{part}: line {number} is not a part record") from None
+    exists = plan["img_savename"].map(lambda n: (out / n).is_file())
+    done = plan[exists.to_numpy()]
+    previous = json.loads((out / MANIFEST_JSON).read_text()) if (out / MANIFEST_JSON).exists() else {}
+    manifest = {**previous, **(manifest_updates or {})}
+    manifest.update({
+        "n_planned": len(plan), "n_images": len(done), "n_missing": int((~exists).sum()),
+        "complete": bool(exists.all()), "n_unlogged_images": len(set(done["img_savename"]) - logged),
+        "indexed": utc_timestamp(),
+    })
+    atomic_write_text(out / SYNTHETIC_CSV, done.to_csv(index=False))
+    atomic_write_text(out / MANIFEST_JSON, json.dumps(manifest, indent=2, default=str) + "\n")
+    return done
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="generate.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="diffusers folder or hub id")
+    parser.add_argument("--revision")
+    parser.add_argument("--lora", help="LoRA weights (folder, file or hub id) for a text-to-image model")
+    parser.add_argument("--prompts", default=env.get("REAL_CSV"), help="split CSV or any CSV with a prompt column")
+    parser.add_argument("--split", help="rows of this split only (split CSVs)")
+    parser.add_argument("--prompt-col", help="prompt column (default: prompt, else annotated_prompt)")
+    parser.add_argument("--max-prompts", type=int)
+    parser.add_argument("--dedupe-prompts", action="store_true", help="drop rows whose prompt repeats (off)")
+    parser.add_argument("--out", default=env.get("SYNTHETIC_DIR"), help="synthetic set folder to write")
+    parser.add_argument("--images-per-prompt", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the pipeline's)")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--batch-size", type=int, default=int(env.get("BATCH_SIZE", "4")))
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--scheduler", help="diffusers scheduler class to use instead, e.g. DDIMScheduler")
+    parser.add_argument("--negative-prompt")
+    parser.add_argument("--seed", type=int, default=int(env.get("SEED", "0")))
+    parser.add_argument("--save-mode", choices=("L", "RGB"), default="L", help="PNG mode (default greyscale)")
+    parser.add_argument("--long-prompts", choices=("report", "error"), default="report",
+                        help="prompts over the tokenizer limit: count and report them (default), or stop")
+    parser.add_argument("--rebuild-index", action="store_true",
+                        help="only rebuild synthetic.csv and manifest.json of --out from its plan and images")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if not args.out:
+            raise DataError("give --out (or SYNTHETIC_DIR)")
+        if args.rebuild_index:
+            done = write_index(args.out)
+            print(f"{args.out}: indexed {len(done)} images")
+            return 0
+        if not args.model or not args.prompts:
+            raise DataError("give --model and --prompts (or REAL_CSV)")
+        fields = {k: v for k, v in vars(args).items() if k != "rebuild_index"}
+        config = GenerationConfig(**fields, command=["generate.sh", *argv])
+        out = generate(config)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest_path = out / MANIFEST_JSON
+    if manifest_path.exists() and os.environ.get("RANK", "0") == "0":
+        manifest = json.loads(manifest_path.read_text())
+        print(f"{out}: {manifest['n_images']} of {manifest['n_planned']} images "
+              f"({'complete' if manifest['complete'] else 'incomplete'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Training a DenseNet-121 (torchxrayvision's architecture, 1 channel) on labelled chest X-rays, through accelerate.
+
+Multi-label training with a masked binary cross-entropy (unknown labels, NaN, do not count), optional class balance
+(``loss``: positive weights; ``sampler``: a weighted sampler), light affine augmentation, AdamW, and model selection
+on a *real* validation set (mean AUROC over classes, early stopping with patience). Runs on one CPU, one GPU, or DDP
+over processes / GPUs / nodes when started by ``accelerate launch`` (mixed precision on GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchxrayvision as xrv
+from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
+
+from benchmark.scoring import score_images
+from benchmark.stats import binary_metrics
+
+PRELOAD_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``init``: None (from scratch), an xrv weights key, or a harness checkpoint folder."""
+
+    image_size: int = 224
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    init: str | None = None
+    balance: str = "none"
+    augment: bool = True
+    patience: int = 3
+    num_workers: int = 0
+    mixed_precision: str = "no"
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("none", "loss", "sampler"):
+            raise ValueError(f"balance must be none, loss or sampler, got {self.balance!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+
+
+@dataclass
+class TrainResult:
+    """The selected model (on CPU, eval mode, sigmoid outputs), the per-epoch history and the chosen epoch."""
+
+    model: torch.nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_auroc: float = math.nan
+
+
+def make_densenet(n_outputs: int, init: str | None = None) -> torch.nn.Module:
+    """xrv DenseNet-121 with ``n_outputs`` logits; ``init`` loads xrv weights or a checkpoint first."""
+    if init is None:
+        return xrv.models.DenseNet(weights=None, num_classes=n_outputs)
+    from benchmark.classifiers import load_classifier
+
+    model = load_classifier(init).model
+    model.classifier = torch.nn.Linear(model.classifier.in_features, n_outputs)
+    model.op_threshs = None
+    model.apply_sigmoid = False
+    if hasattr(model, "input_resolution"):
+        del model.input_resolution  # train at our own size; xrv would otherwise resize every input to 224
+    return model
+
+
+def load_tensors(paths: Sequence[str | Path], size: int, num_workers: int = 0) -> torch.Tensor:
+    """All images as one float32 tensor ``(N, 1, size, size)`` in [-1024, 1024] (range-checked)."""
+    arrays = score_images(lambda batch: batch.flatten(1), paths, size, batch_size=64, num_workers=num_workers)
+    return torch.from_numpy(arrays).reshape(len(paths), 1, size, size)
+
+
+class _Augmented(Dataset):
+    """Small random affine changes (rotation, shift, scale) of each image, background filled with black."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool):
+        from torchvision.transforms import v2
+
+        self.images, self.labels = images, labels
+        self.transform = (v2.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.93, 1.07), fill=-1024.0)
+                          if augment else None)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), self.labels[index]
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy over the known labels only (``labels`` NaN where unknown)."""
+    known = ~torch.isnan(labels)
+    targets = torch.nan_to_num(labels, nan=0.0)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none",
+                                                                  pos_weight=pos_weight)
+    return (losses * known).sum() / known.sum().clamp_min(1)
+
+
+def mean_auroc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, list[float]]:
+    """Mean AUROC over classes that have both labels among the known ones; NaN for the others."""
+    per_class = []
+    for j in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, j])
+        per_class.append(binary_metrics(labels[known, j], probabilities[known, j], 0.5)["auroc"] if known.any()
+                         else math.nan)
+    finite = [a for a in per_class if np.isfinite(a)]
+    return (float(np.mean(finite)) if finite else math.nan), per_class
+
+
+def train_classifier(
+    train_images: torch.Tensor | Sequence[str | Path],
+    train_labels: np.ndarray,
+    val_images: torch.Tensor | Sequence[str | Path],
+    val_labels: np.ndarray,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    description: str = "training",
+) -> TrainResult:
+    """Train on ``train_*`` and select the epoch with the best mean AUROC on ``val_*`` (real images only).
+
+    Images are file paths (decoded once) or tensors ``(N, 1, S, S)`` in [-1024, 1024]; labels ``(N, C)`` float with
+    1 / 0 / NaN. Under ``accelerate launch`` the batches are shared over processes (DDP); every process returns the
+    same selected model.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    set_seed(config.seed, device_specific=False)
+    train_x = train_images if isinstance(train_images, torch.Tensor) else _load(train_images, config)
+    val_x = val_images if isinstance(val_images, torch.Tensor) else _load(val_images, config)
+    train_y = torch.as_tensor(np.asarray(train_labels, dtype=np.float32))
+    val_y = np.asarray(val_labels, dtype=np.float32)
+    n_outputs = train_y.shape[1]
+    positives = torch.nansum(train_y, 0)
+    negatives = (~torch.isnan(train_y)).sum(0) - positives
+    pos_weight = (negatives / positives.clamp_min(1)).clamp(max=100.0) if config.balance == "loss" else None
+
+    generator = torch.Generator().manual_seed(config.seed)
+    dataset = _Augmented(train_x, train_y, config.augment)
+    sampler = None
+    if config.balance == "sampler":
+        rarest = torch.nan_to_num(train_y, nan=0.0) / positives.clamp_min(1)
+        weights = rarest.max(dim=1).values
+        weights = torch.where(weights > 0, weights, 1.0 / negatives.max().clamp_min(1))
+        sampler = WeightedRandomSampler(weights.double(), num_samples=len(dataset), replacement=True,
+                                        generator=generator)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                        generator=generator, num_workers=config.num_workers, drop_last=len(dataset) > config.batch_size)
+    model = make_densenet(n_outputs, config.init)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * max(1, math.ceil(len(loader) / accelerator.num_processes))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(accelerator.device)
+
+    result = TrainResult(model=accelerator.unwrap_model(model))
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"{description} epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   disable=not (progress and accelerator.is_main_process))
+        for images, labels in bar:
+            with accelerator.autocast():
+                loss = masked_bce(model(images), labels, pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(images)
+            count += len(images)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        model.eval()
+        val_probabilities = _predict(accelerator.unwrap_model(model), val_x, config.batch_size, accelerator.device)
+        val_auroc, per_class = mean_auroc(val_y, val_probabilities)
+        sums = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), "sum")
+        train_loss = float(sums[0] / sums[1].clamp_min(1))
+        result.history.append({"epoch": epoch, "train_loss": train_loss, "val_mean_auroc": val_auroc,
+                               **{f"val_auroc_{j}": a for j, a in enumerate(per_class)}})
+        improved = np.isfinite(val_auroc) and (not np.isfinite(result.best_val_auroc) or
+                                               val_auroc > result.best_val_auroc)
+        if improved or best_state is None:
+            result.best_val_auroc, result.best_epoch = val_auroc, epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in
+                                        accelerator.unwrap_model(model).state_dict().items()})
+            epochs_without_gain = 0
+        else:
+            epochs_without_gain += 1
+            if epochs_without_gain >= config.patience:
+                break
+    final = make_densenet(n_outputs, None)
+    final.load_state_dict(best_state)
+    final.apply_sigmoid = True
+    final.eval()
+    result.model = final
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _load(paths: Sequence[str | Path], config: TrainConfig) -> torch.Tensor:
+    needed = len(paths) * config.image_size**2 * 4
+    if needed > PRELOAD_LIMIT_BYTES:
+        raise MemoryError(f"{len(paths)} images at {config.image_size} px need {needed / 1e9:.1f} GB in memory; "
+                          "use a smaller --image-size or fewer images")
+    return load_tensors(paths, config.image_size, config.num_workers)
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+    """Sigmoid probabilities ``(N, C)`` for a tensor of images, in batches (on every process, same result)."""
+    outputs = []
+    loader = DataLoader(TensorDataset(images), batch_size=max(batch_size, 64))
+    for (batch,) in loader:
+        outputs.append(torch.sigmoid(model(batch.to(device)).float()).cpu().numpy())
+    return np.concatenate(outputs)

@@ -1,0 +1,203 @@
+"""The image-quality stage end to end (``python -m benchmark.image_quality_metrics``, what the script runs).
+
+Real data: the phantom demo split (60 patients, 32 px). Synthetic set: 40 phantoms of new patients plus exact
+copies of 4 training images, in the SPEC §2 layout. Features: a seeded random-init xrv DenseNet placed in a
+temporary xrv cache and loaded through xrv's loader, run at 32 px.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from benchmark.image_quality_metrics import main
+from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
+from benchmark.results import read_results
+from tests.test_features import place_random_xrv
+
+FAST = ["--image-size", "32", "--bootstrap", "20", "--kid-subsets", "10", "--kid-subset-size", "20",
+        "--msssim-size", "48", "--diversity-pairs", "20", "--diversity-prompts", "4", "--pixel-size", "32",
+        "--max-shift", "1"]
+COPIED = (0, 5, 10, 15)  # training rows of the split planted into the synthetic set
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stage")
+    place_random_xrv(root / "xrv", seed=0)
+    split = write_demo_dataset(root / "demo", n_patients=60, images_per_patient=2, size=32, seed=0)
+    images, frame = make_phantom_images(20, 2, 32, seed=5, patient_offset=500)
+    train = split[split["split"] == "train"].reset_index(drop=True)
+    synthetic = root / "synthetic"
+    (synthetic / "images").mkdir(parents=True)
+    rows = []
+    for i, (image, finding) in enumerate(zip(images, frame["finding"], strict=True)):
+        Image.fromarray(image).save(synthetic / "images" / f"{i:03d}.png")
+        rows.append({"prompt": f"PA chest x-ray showing {finding}", "img_savename": f"images/{i:03d}.png",
+                     "source_row": i // 2, "seed": i % 2, "class_label": FINDINGS.index(finding),
+                     **{name: int(name == finding) for name in FINDINGS}})
+    for k, row in enumerate(COPIED):
+        source = train.loc[row]
+        name = f"images/copy{k}.png"
+        (synthetic / name).write_bytes((root / "demo" / source["image_path"]).read_bytes())
+        rows.append({"prompt": source["prompt"], "img_savename": name, "source_row": 100 + k, "seed": 0,
+                     "class_label": source["class_label"], **{c: source[c] for c in FINDINGS}})
+    pd.DataFrame(rows).to_csv(synthetic / "synthetic.csv", index=False)
+    (synthetic / "manifest.json").write_text(json.dumps({"model": "phantom-copier", "classes": list(FINDINGS)}))
+    return {"root": root, "split": root / "demo" / "split.csv", "synthetic": synthetic, "xrv": root / "xrv",
+            "cache": root / "cache"}
+
+
+def run_stage(stage: dict[str, Path], results: Path, *extra: str, cache: Path | None = None) -> int:
+    return main(["--real", str(stage["split"]), "--synthetic", str(stage["synthetic"]), "--xrv-cache-dir",
+                 str(stage["xrv"]), "--results-dir", str(results), "--cache-dir", str(cache or stage["cache"]),
+                 *FAST, *extra])
+
+
+def test_per_class_rows_compare_positives_of_each_class_with_sample_sizes_and_intervals(
+        stage: dict[str, Path], tmp_path: Path) -> None:
+    assert run_stage(stage, tmp_path / "results", "--per-class", "--model-name", "copier") == 0
+    table = read_results("image_quality_metrics", tmp_path / "results").set_index("class")
+    assert list(table.index) == ["overall", *FINDINGS]
+    split = pd.read_csv(stage["split"])
+    test = split[split["split"] == "test"]
+    synthetic = pd.read_csv(stage["synthetic"] / "synthetic.csv")
+    for name in FINDINGS:
+        assert int(table.loc[name, "n_real"]) == int((test[name] == 1).sum()), name
+        assert int(table.loc[name, "n_synthetic"]) == int((synthetic[name] == 1).sum()), name
+    assert (int(table.loc["overall", "n_real"]), int(table.loc["overall", "n_synthetic"])) == (len(test), 44)
+    overall = table.loc["overall"]
+    assert overall["model_name"] == "copier" and overall["feature_extractor"] == "xrv:densenet121-res224-all@32px"
+    assert overall["feature_weights"] == "densenet121-res224-all" and overall["real_split"] == "test"
+    for metric in ("fid", "precision", "recall", "density", "coverage", "memorised_share"):
+        low, value, high = (float(overall[c]) for c in (f"{metric}_ci_low", metric, f"{metric}_ci_high"))
+        assert low <= value <= high, metric
+    assert float(overall["kid_std"]) > 0 and int(overall["kid_subset_size"]) == 20
+    assert float(overall["msssim_same_prompt"]) > 0 and float(overall["msssim_random_real"]) > 0
+
+
+def test_planted_copies_show_up_in_the_memorisation_share_and_report(stage: dict[str, Path], tmp_path: Path) -> None:
+    assert run_stage(stage, tmp_path / "results", "--no-diversity") == 0
+    row = read_results("image_quality_metrics", tmp_path / "results").iloc[0]
+    assert float(row["memorised_share"]) >= 4 / 44
+    assert int(row["memorisation_n_train"]) == 84 and int(row["memorisation_n_real"]) == 24
+    report = Path(row["report_dir"])
+    assert report.parent == tmp_path / "results" / "runs" and report.name == row["run_id"]
+    per_image = pd.read_csv(report / "memorisation.csv")
+    copies = per_image[per_image["synthetic_path"].str.contains("copy")]
+    assert len(per_image) == 44 and copies["flagged"].all()
+    assert (copies["pixel_rmse"] < 1e-3).all()  # float32 round-off; other images are ~0.1 away
+    assert (report / "memorisation_closest.png").stat().st_size > 0
+
+
+def test_a_second_run_reads_every_feature_from_the_cache(stage: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("--no-diversity", "--no-memorisation")
+    assert run_stage(stage, tmp_path / "results", *args, cache=tmp_path / "cache") == 0
+    first = read_results("image_quality_metrics", tmp_path / "results").iloc[0]
+    assert int(first["features_computed"]) == 24 + 44 and int(first["features_cached"]) == 0
+    capsys.readouterr()
+    assert run_stage(stage, tmp_path / "results", *args, cache=tmp_path / "cache") == 0
+    assert "features: 0 computed, 68 from cache" in capsys.readouterr().out
+    second = read_results("image_quality_metrics", tmp_path / "results")
+    assert len(second) == 1  # the same key: replaced, not appended
+    assert int(second.iloc[0]["features_computed"]) == 0 and second.iloc[0]["fid"] == first["fid"]
+
+
+def test_an_unreadable_image_stops_the_run_with_its_name_and_results_stay_as_they_were(
+        stage: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    assert run_stage(stage, results, "--no-diversity", "--model-name", "earlier") == 0
+    before = (results / "image_quality_metrics.csv").read_bytes()
+    runs_before = sorted((results / "runs").iterdir())
+    broken = tmp_path / "synthetic"
+    (broken / "images").mkdir(parents=True)
+    for name in ("synthetic.csv", "manifest.json"):
+        (broken / name).write_bytes((stage["synthetic"] / name).read_bytes())
+    for image in (stage["synthetic"] / "images").iterdir():
+        (broken / "images" / image.name).write_bytes(image.read_bytes())
+    (broken / "images" / "017.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    capsys.readouterr()
+    code = main(["--real", str(stage["split"]), "--synthetic", str(broken), "--xrv-cache-dir", str(stage["xrv"]),
+                 "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"), "--model-name", "broken",
+                 *FAST])
+    assert code == 2
+    assert str(broken / "images" / "017.png") in capsys.readouterr().err
+    assert (results / "image_quality_metrics.csv").read_bytes() == before
+    assert sorted((results / "runs").iterdir()) == runs_before
+
+
+def test_environment_variables_are_defaults_and_flags_win(stage: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REAL_CSV", str(stage["split"]))
+    monkeypatch.setenv("SYNTHETIC_DIR", str(stage["synthetic"]))
+    monkeypatch.setenv("MODEL_NAME", "from-env")
+    monkeypatch.setenv("EXTRA_INFO", "env extra")
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "env-results"))
+    monkeypatch.setenv("SEED", "3")
+    code = main(["--model-name", "from-flag", "--xrv-cache-dir", str(stage["xrv"]), "--cache-dir",
+                 str(stage["cache"]), "--no-diversity", "--no-memorisation", *FAST])
+    assert code == 0
+    row = read_results("image_quality_metrics", tmp_path / "env-results").iloc[0]
+    assert (row["model_name"], row["extra_info"], row["seed"]) == ("from-flag", "env extra", "3")
+
+
+def test_n_subsamples_both_sides_to_n_and_refuses_more_than_there_are(
+        stage: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_stage(stage, tmp_path / "results", "--n", "12", "--no-diversity", "--no-memorisation") == 0
+    row = read_results("image_quality_metrics", tmp_path / "results").iloc[0]
+    assert (row["n_real"], row["n_synthetic"], row["n_requested"]) == ("12", "12", "12")
+    assert (row["n_real_available"], row["n_synthetic_available"]) == ("24", "44")
+    assert run_stage(stage, tmp_path / "results", "--n", "30", "--no-diversity", "--no-memorisation") == 2
+    assert "--n 30: only 24 real" in capsys.readouterr().err
+
+
+def test_features_of_the_same_run_are_cached_per_file_not_per_set(stage: dict[str, Path], tmp_path: Path) -> None:
+    """A second synthetic set sharing files with the first computes only its new files."""
+    assert run_stage(stage, tmp_path / "results", "--no-diversity", "--no-memorisation",
+                     cache=tmp_path / "cache") == 0
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    table = pd.read_csv(stage["synthetic"] / "synthetic.csv")
+    for name in table["img_savename"]:
+        (other / name).write_bytes((stage["synthetic"] / name).read_bytes())
+    extra = np.full((32, 32), 90, dtype=np.uint8)
+    Image.fromarray(extra).save(other / "images" / "extra.png")
+    table = pd.concat([table, table.iloc[[0]].assign(img_savename="images/extra.png")], ignore_index=True)
+    table.to_csv(other / "synthetic.csv", index=False)
+    (other / "manifest.json").write_text(json.dumps({"model": "other"}))
+    assert main(["--real", str(stage["split"]), "--synthetic", str(other), "--xrv-cache-dir", str(stage["xrv"]),
+                 "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-diversity", "--no-memorisation", *FAST]) == 0
+    rows = read_results("image_quality_metrics", tmp_path / "results").set_index("model_name")
+    assert int(rows.loc["other", "features_computed"]) == 1
+
+
+def test_a_class_with_too_few_images_gets_its_sample_sizes_and_a_note_instead_of_figures(
+        stage: dict[str, Path], tmp_path: Path) -> None:
+    split = pd.read_csv(stage["split"])
+    positives = split.loc[split["split"] == "test", list(FINDINGS)].sum()
+    k = int(positives.max())  # every class has at most k real positives; the whole test split has more
+    assert run_stage(stage, tmp_path / "results", "--per-class", "--k", str(k), "--no-diversity",
+                     "--no-memorisation") == 0
+    table = read_results("image_quality_metrics", tmp_path / "results").set_index("class")
+    assert float(table.loc["overall", "fid"]) > 0 and table.loc["overall", "notes"] == ""
+    for name in FINDINGS:
+        row = table.loc[name]
+        assert (row["fid"], row["precision"]) == ("", ""), name
+        assert int(row["n_real"]) == positives[name] and "too few images" in row["notes"]

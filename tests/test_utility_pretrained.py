@@ -1,0 +1,203 @@
+"""Pretrained-classifier utility: loading through xrv's cache, leakage guard, label mapping, range check, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchxrayvision as xrv
+from sklearn.metrics import roc_auc_score
+
+from benchmark.classifiers import load_checkpoint, load_classifier, place_in_xrv_cache, save_checkpoint
+from benchmark.data import load_image, read_split_csv
+from benchmark.label_mapping import NORMAL_RULE, class_scores, map_classes, parse_label_map
+from benchmark.leakage import LeakageError, check_leakage
+from benchmark.preprocess import RangeError, check_xrv_range, xrv_input
+from benchmark.results import read_results
+from benchmark.synthetic import write_synthetic_set
+from benchmark.utility_metrics import main as utility_main
+from benchmark.utility_pretrained import SANITY_FLAG, evaluate
+from tests.conftest import shared_data, write_png
+
+
+@pytest.fixture(scope="module")
+def xrv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary torchxrayvision cache holding random-init weights for the 'pc' and 'nih' keys."""
+    cache = tmp_path_factory.mktemp("xrv_cache")
+    torch.manual_seed(0)
+    for key in ("pc", "nih"):
+        place_in_xrv_cache(xrv.models.DenseNet(weights=None), key, cache)
+    return cache
+
+
+def test_random_weights_in_a_temporary_cache_load_through_xrv(xrv_cache: Path) -> None:
+    model = xrv.models.DenseNet(weights="densenet121-res224-pc", cache_dir=str(xrv_cache))
+    classifier = load_classifier("pc", cache_dir=xrv_cache)
+    assert classifier.name == "densenet121-res224-pc" and classifier.calibrated
+    assert classifier.outputs == xrv.models.model_urls["densenet121-res224-pc"]["labels"]
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, classifier.model.state_dict()[name], rtol=0, atol=0, equal_nan=True)
+
+
+def test_unknown_weights_key_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown torchxrayvision weights 'padchest'.*densenet121-res224-pc"):
+        load_classifier("padchest")
+
+
+def test_checkpoint_round_trip_keeps_outputs_and_training_data(tmp_path: Path) -> None:
+    model = xrv.models.DenseNet(weights=None, num_classes=2, apply_sigmoid=True).eval()
+    save_checkpoint(model, tmp_path / "ckpt", ["Mass", "Effusion"], trained_on=["nih"], input_size=64)
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.outputs == ["Mass", "Effusion"] and loaded.trained_on == ("nih",) and loaded.input_size == 64
+    batch = torch.rand(2, 1, 64, 64) * 2048 - 1024
+    torch.testing.assert_close(loaded.predict(batch), model(batch))
+
+
+def test_leakage_guard_stops_pc_weights_on_a_padchest_split() -> None:
+    with pytest.raises(LeakageError, match=r"densenet121-res224-pc was trained on padchest.*--allow-leakage"):
+        check_leakage("padchest", "densenet121-res224-pc", ("padchest",))
+
+
+def test_leakage_guard_passes_with_the_flag_and_says_so() -> None:
+    decision = check_leakage("padchest", "densenet121-res224-pc", ("padchest",), allow_leakage=True)
+    assert decision.leaky and decision.allowed and decision.status.startswith("allowed: ")
+
+
+def test_leakage_guard_knows_image_overlap_and_aliases() -> None:
+    assert not check_leakage("padchest", "densenet121-res224-nih", ("nih",)).leaky
+    assert check_leakage("NIH_CXR14", "rsna", ("rsna", "nih"), allow_leakage=True).leaky
+    assert check_leakage("mimic-cxr", "densenet121-res224-all", ("nih", "mimic-cxr"), allow_leakage=True).leaky
+    with pytest.raises(LeakageError, match="does not record its source dataset"):
+        check_leakage("unknown", "densenet121-res224-nih", ("nih",))
+
+
+def test_default_label_mapping_and_not_evaluable_classes() -> None:
+    outputs = xrv.models.model_urls["densenet121-res224-chex"]["labels"]  # CheXpert weights: no Mass output
+    mappings = {m.name: m for m in map_classes(["soft tissue mass", "cardiomegaly", "pleural effusion", "normal",
+                                                "Lung Lesion"], outputs)}
+    assert not mappings["soft tissue mass"].evaluable
+    assert "no output 'Mass'" in mappings["soft tissue mass"].reason
+    assert mappings["cardiomegaly"].output == "Cardiomegaly" and mappings["pleural effusion"].output == "Effusion"
+    assert mappings["normal"].normal_rule and mappings["Lung Lesion"].output == "Lung Lesion"
+    overridden = map_classes(["soft tissue mass"], outputs, parse_label_map("soft tissue mass=Lung Lesion"))
+    assert overridden[0].output == "Lung Lesion" and overridden[0].evaluable
+
+
+def test_normal_rule_scores_one_minus_the_largest_output() -> None:
+    outputs = ["Mass", "", "Effusion"]
+    probabilities = np.array([[0.2, np.nan, 0.9], [0.1, np.nan, 0.3]])
+    normal = map_classes(["normal"], outputs, {"normal": NORMAL_RULE})[0]
+    np.testing.assert_allclose(class_scores(probabilities, normal, outputs), [0.1, 0.7])
+
+
+def test_range_check_catches_an_image_loaded_without_normalisation(tmp_path: Path) -> None:
+    image = load_image(write_png(tmp_path / "x.png", np.linspace(0, 255, 64 * 64).reshape(64, 64).astype(np.uint8)))
+    raw = torch.from_numpy(image.pixels.astype(np.float32))[None, None]
+    with pytest.raises(RangeError, match="look unnormalised"):
+        check_xrv_range(raw, "x.png")
+    with pytest.raises(RangeError, match="lie in \\[-1, 1\\]"):
+        check_xrv_range(raw / 127.5 - 1, "x.png")
+    good = torch.from_numpy(xrv_input(image, 32))[None]
+    check_xrv_range(good, "x.png")
+    assert good.shape == (1, 1, 32, 32) and float(good.min()) == pytest.approx(-1024, abs=100)
+
+
+def test_sixteen_bit_images_are_scaled_from_their_true_depth(tmp_path: Path) -> None:
+    from PIL import Image
+
+    pixels = np.full((16, 16), 32768, dtype=np.uint16)
+    pixels[0, 0] = 0
+    Image.fromarray(pixels).save(tmp_path / "deep.png")
+    scaled = xrv_input(load_image(tmp_path / "deep.png"), 16)
+    assert scaled[0, 8, 8] == pytest.approx(0.0, abs=0.1)  # mid-grey of 65535, not of the image's maximum
+
+
+def test_metrics_equal_scikit_learn_and_gap_is_reported() -> None:
+    rng = np.random.default_rng(0)
+    y_real = rng.integers(0, 2, 300).astype(float)
+    s_real = np.clip(y_real * 0.4 + rng.normal(0.3, 0.2, 300), 0, 1)
+    y_syn = rng.integers(0, 2, 200).astype(float)
+    s_syn = rng.random(200)
+    y_real[:5] = np.nan  # unknown labels are masked
+    mappings = map_classes(["cardiomegaly"], ["Cardiomegaly"])
+    table = evaluate({"real": y_real[:, None], "synthetic": y_syn[:, None]},
+                     {"real": s_real[:, None], "synthetic": s_syn[:, None]}, mappings, {"cardiomegaly": 0.5},
+                     n_resamples=1000, seed=1)
+    real = table[table["image_source"] == "real"].iloc[0]
+    assert real["n"] == 295 and real["n_unknown_label"] == 5
+    assert real["auroc"] == pytest.approx(roc_auc_score(y_real[5:], s_real[5:]))
+    assert real["auroc_ci_low"] < real["auroc"] < real["auroc_ci_high"]
+    synthetic = table[table["image_source"] == "synthetic"].iloc[0]
+    assert synthetic["auroc_diff_real_minus_synthetic"] == pytest.approx(real["auroc"] - synthetic["auroc"])
+    assert synthetic["auroc_diff_p_value"] < 0.01 and synthetic["auroc_diff_ci_low"] > 0
+
+
+def test_sanity_gate_flags_an_inverted_class() -> None:
+    y = np.array([0, 1] * 100, dtype=float)
+    inverted = 1 - y * 0.8 - 0.1
+    mappings = map_classes(["cardiomegaly"], ["Cardiomegaly"])
+    table = evaluate({"real": y[:, None]}, {"real": inverted[:, None]}, mappings, {"cardiomegaly": 0.5},
+                     n_resamples=1000)
+    assert table.iloc[0]["sanity_flag"] == SANITY_FLAG
+
+
+def _real_split(tmp_path: Path, dataset: str) -> Path:
+    """NIH images from ../shared/data/cxr as a split CSV (test split only)."""
+    labels = pd.read_csv(shared_data("cxr", "labels.csv"))
+    nih = labels[labels["source"] == "nih_cxr14"]
+    negative = (nih["Effusion"] == 0) & (nih["Mass"] == 0)
+    nih = pd.concat([nih[nih["Effusion"] == 1].head(5), nih[nih["Mass"] == 1].head(5), nih[negative].head(10)])
+    frame = pd.DataFrame({"image_path": [str(shared_data("cxr", p)) for p in nih["path"]],
+                          "patient_id": nih["patient_id"], "split": "test", "prompt": "PA chest x-ray",
+                          "class_label": "", "pleural effusion": nih["Effusion"].astype(int).astype(str),
+                          "soft tissue mass": nih["Mass"].astype(int).astype(str), "dataset": dataset})
+    frame.to_csv(tmp_path / "real.csv", index=False)
+    return tmp_path / "real.csv"
+
+
+def _synthetic(tmp_path: Path, real_csv: Path) -> Path:
+    table = read_split_csv(real_csv)
+    images = np.stack([np.asarray(load_image(p).pixels[:64, :64]) for p in table.image_paths()[::2]])
+    rows = table.frame.iloc[::2][["prompt", "pleural effusion", "soft tissue mass"]].copy()
+    rows.insert(1, "source_row", range(len(rows)))
+    rows.insert(2, "seed", "")
+    write_synthetic_set(tmp_path / "synthetic", images, rows, {"model": "crops", "classes": table.classes})
+    return tmp_path / "synthetic"
+
+
+def test_real_images_run_through_and_rows_are_written(xrv_cache: Path, tmp_path: Path) -> None:
+    real_csv = _real_split(tmp_path, "padchest")
+    synthetic = _synthetic(tmp_path, real_csv)
+    results = tmp_path / "results"
+    status = utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
+                           "--xrv-cache-dir", str(xrv_cache), "--results-dir", str(results), "--n-resamples", "1000",
+                           "--batch-size", "8", "--num-workers", "0"])
+    assert status == 0
+    rows = read_results("utility_pretrained", results)
+    assert len(rows) == 4
+    assert set(rows["image_source"]) == {"real", "synthetic"} and set(rows["class"]) == {"pleural effusion",
+                                                                                         "soft tissue mass"}
+    assert (rows["classifier"] == "densenet121-res224-nih").all() and (rows["model_name"] == "crops").all()
+    assert (rows["leakage"] == "none").all() and rows["auroc_ci_low"].str.len().gt(0).all()
+    run = results / "runs" / rows["run_id"].iloc[0]
+    assert (run / "roc_pleural_effusion.png").is_file() and (run / "predictions_real.csv").is_file()
+    assert len(pd.read_csv(run / "predictions_synthetic.csv")) == 10
+
+
+def test_leaky_combination_stops_the_run_unless_allowed(xrv_cache: Path, tmp_path: Path, capsys) -> None:
+    real_csv = _real_split(tmp_path, "padchest")
+    synthetic = _synthetic(tmp_path, real_csv)
+    base = ["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "pc", "--xrv-cache-dir",
+            str(xrv_cache), "--results-dir", str(tmp_path / "results"), "--n-resamples", "1000", "--num-workers", "0"]
+    assert utility_main(base) == 2
+    assert "leakage: densenet121-res224-pc was trained on padchest" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "utility_pretrained.csv").exists()
+    assert utility_main([*base, "--allow-leakage"]) == 0
+    rows = read_results("utility_pretrained", tmp_path / "results")
+    assert rows["leakage"].str.startswith("allowed: densenet121-res224-pc was trained on padchest").all()
+    assert (rows["allow_leakage"] == "True").all()
+    assert json.loads((synthetic / "manifest.json").read_text())["model"] == "crops"
