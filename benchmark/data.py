@@ -190,17 +190,34 @@ def validate_split_frame(
     return classes
 
 
-def _read_sidecar(csv_path: Path) -> dict[str, Any]:
-    path = sidecar_path(csv_path)
+def read_json_object(path: str | Path, what: str = "JSON file") -> dict[str, Any]:
+    """A JSON object from ``path`` (empty dict when the file is absent); errors name the file."""
+    path = Path(path)
     if not path.exists():
         return {}
     try:
-        meta = json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable sidecar JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: sidecar must be a JSON object")
-    return meta
+        raise DataError(f"{path}: unreadable {what} ({exc})") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: the {what} must be a JSON object")
+    return value
+
+
+def read_csv_strings(path: str | Path, what: str = "CSV") -> pd.DataFrame:
+    """Every cell of a CSV (plain or compressed) as the exact string in the file, empty cells as "".
+
+    Stops with :class:`DataError` naming the file when it is missing, 0 bytes, or not a readable CSV.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the CSV is empty (0 bytes)")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
 
 
 def read_split_csv(
@@ -213,15 +230,8 @@ def read_split_csv(
     from the ``dataset`` column (one value) or the sidecar; it is ``"unknown"`` when neither says.
     """
     csv_path = Path(path)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: split CSV not found")
-    if csv_path.stat().st_size == 0:
-        raise DataError(f"{csv_path}: the CSV is empty (0 bytes)")
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
-    meta = _read_sidecar(csv_path)
+    frame = read_csv_strings(csv_path, "split CSV")
+    meta = read_json_object(sidecar_path(csv_path), "sidecar JSON")
     if classes is None and meta.get("classes"):
         classes = list(meta["classes"])
     classes = validate_split_frame(frame, classes, source=str(csv_path))

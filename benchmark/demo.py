@@ -41,12 +41,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class DemoConfig:
     """Sizes of the demo; the defaults finish in a few minutes on 2 CPU cores (classifier training included)."""
 
-    image_size: int = 48
+    image_size: int = 32
     real_patients: int = 300
-    classifier_patients: int = 400
-    classifier_val_patients: int = 60
+    classifier_patients: int = 300
+    classifier_val_patients: int = 50
     images_per_patient: int = 2
-    classifier_epochs: int = 8
+    classifier_epochs: int = 6
     classifier_batch_size: int = 32
     ddpm_steps: int = 10
     seed: int = 0

@@ -28,7 +28,15 @@ import pandas as pd
 from PIL import Image
 
 from benchmark import __version__
-from benchmark.data import REQUIRED_COLUMNS, DataError, atomic_write_text, read_split_csv, sidecar_path
+from benchmark.data import (
+    REQUIRED_COLUMNS,
+    DataError,
+    atomic_write_text,
+    read_csv_strings,
+    read_json_object,
+    read_split_csv,
+    sidecar_path,
+)
 from benchmark.provenance import git_commit, package_versions, utc_timestamp
 from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_CSV
 
@@ -73,12 +81,7 @@ def load_prompts(
     ``max_prompts`` keeps the first rows after that.
     """
     path = Path(csv)
-    if not path.is_file():
-        raise DataError(f"{path}: prompts CSV not found")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+    raw = read_csv_strings(path, "prompts CSV")
     if len(raw) == 0:
         raise DataError(f"{path}: the CSV has no rows")
     raw.insert(0, "source_row", np.arange(len(raw)))
@@ -87,8 +90,8 @@ def load_prompts(
     if all(c in raw.columns for c in REQUIRED_COLUMNS):
         table = read_split_csv(path)
         classes, dataset = table.classes, table.dataset
-    elif sidecar_path(path).exists():
-        dataset = str(json.loads(sidecar_path(path).read_text()).get("dataset", "unknown"))
+    else:
+        dataset = str(read_json_object(sidecar_path(path), "sidecar JSON").get("dataset", "unknown"))
     if split:
         if "split" not in raw.columns:
             raise DataError(f"{path}: --split {split} given but the CSV has no 'split' column")

@@ -2,7 +2,8 @@
 
 The default table maps class names (PadChest, CheXpert, NIH spellings; case-insensitive) to torchxrayvision output
 names: ``soft tissue mass`` and ``pulmonary mass`` -> ``Mass``, ``cardiomegaly`` -> ``Cardiomegaly``,
-``pleural effusion`` -> ``Effusion``, ... ``normal`` / ``No Finding`` use the *normal rule*: the image is normal when
+``pleural effusion`` -> ``Effusion``, ... (an output named exactly like the class wins).
+``normal`` / ``No Finding`` use the *normal rule*: the image is normal when
 no output is above its threshold, so its score is ``1 - max(outputs)``. A user mapping (``class=Output``,
 ``class=normal-rule``) overrides the table. A class whose output the classifier does not have is *not evaluable*:
 reported as such, never scored as 0.5.
@@ -60,14 +61,14 @@ def parse_label_map(spec: str | Sequence[str] | None) -> dict[str, str]:
 
 def map_classes(classes: Sequence[str], outputs: Sequence[str],
                 overrides: Mapping[str, str] | None = None) -> list[ClassMapping]:
-    """One :class:`ClassMapping` per class, using ``overrides`` first, then :data:`DEFAULT_LABEL_MAP`, then an
-    exact (case-insensitive) output name. ``outputs`` are the classifier's output names ('' for unused ones)."""
+    """One :class:`ClassMapping` per class, using ``overrides`` first, then an output of exactly the class's name
+    (case-insensitive), then :data:`DEFAULT_LABEL_MAP`. ``outputs`` are the classifier's output names ('' unused)."""
     lowered = {k.lower(): v for k, v in (overrides or {}).items()}
     by_name = {o.lower(): i for i, o in enumerate(outputs) if o}
     mappings = []
     for name in classes:
         key = name.lower()
-        target = lowered.get(key) or DEFAULT_LABEL_MAP.get(key) or (name if key in by_name else None)
+        target = lowered.get(key) or (name if key in by_name else None) or DEFAULT_LABEL_MAP.get(key)
         if target is None:
             mappings.append(ClassMapping(name, None, None, False, "no output of this name and no mapping for it"))
         elif target == NORMAL_RULE:

@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from benchmark import __version__
-from benchmark.data import DataError, read_split_csv, split_summary, write_split_csv
+from benchmark.data import DataError, read_csv_strings, read_split_csv, split_summary, write_split_csv
 from benchmark.splits.chexgenbench import build_chexgenbench_split
 from benchmark.splits.common import (
     CLASS_LABEL_RULES,
@@ -41,19 +39,6 @@ def parse_synonyms(items: Sequence[str] | None) -> dict[str, list[str]]:
             raise DataError(f"--synonym {item!r}: expected 'class=label one|label two'")
         synonyms.setdefault(name.strip(), []).extend(a.strip() for a in alternatives.split("|") if a.strip())
     return synonyms
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read any input CSV (plain or .gz) as strings; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: CSV not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the CSV is empty (0 bytes)")
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
 
 
 def _common_options(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -156,13 +141,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
             print(f"dropped {count:>7} rows: {reason}")
     elif args.source == "chexgenbench":
         classes = parse_class_list(args.classes) or None
-        frame = build_chexgenbench_split(read_table(args.csv), classes, uncertain=args.uncertain,
+        frame = build_chexgenbench_split(read_csv_strings(args.csv), classes, uncertain=args.uncertain,
                                          source=args.csv, **common)
         classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], "mimic-cxr"
         meta["uncertain"] = args.uncertain
     elif args.source == "csv":
         frame = build_csv_split(
-            read_table(args.csv), image_col=args.image_col, patient_col=args.patient_col,
+            read_csv_strings(args.csv), image_col=args.image_col, patient_col=args.patient_col,
             label_cols=args.label_cols, prompt_col=args.prompt_col, split_col=args.split_col,
             view_col=args.view_col, uncertain=args.uncertain, missing_patient=args.missing_patient,
             prompt_template=args.prompt_template,

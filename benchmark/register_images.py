@@ -19,7 +19,7 @@ import pandas as pd
 
 from benchmark import __version__
 from benchmark.check_data import format_report
-from benchmark.data import DataError, atomic_write_text, scan_images
+from benchmark.data import DataError, atomic_write_text, read_csv_strings, scan_images
 from benchmark.provenance import git_commit, package_versions, utc_timestamp
 from benchmark.splits.common import parse_class_list, uncertain_label
 from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_COLUMNS, SYNTHETIC_CSV, read_manifest
@@ -51,7 +51,7 @@ def registration_frame(
         raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
     relative = [f.relative_to(root).as_posix() for f in files]
     if labels_csv is not None:
-        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        table = read_csv_strings(labels_csv, "labels CSV")
         if file_col not in table.columns:
             raise DataError(f"{labels_csv}: missing column {file_col!r} (the image file, relative to {root})")
         classes = list(classes) if classes else [c for c in table.columns

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.data import DataError, label_matrix
+from benchmark.data import DataError, label_matrix, read_csv_strings, read_json_object
 
 SYNTHETIC_COLUMNS: tuple[str, ...] = ("prompt", "img_savename", "source_row", "seed")
 SYNTHETIC_CSV = "synthetic.csv"
@@ -51,16 +51,7 @@ class SyntheticSet:
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The set's ``manifest.json`` as a dict (empty when the file is absent); errors name the file."""
-    path = Path(folder) / MANIFEST_JSON
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: manifest must be a JSON object")
-    return manifest
+    return read_json_object(Path(folder) / MANIFEST_JSON, "manifest")
 
 
 def read_synthetic_set(folder: str | Path, classes: Sequence[str] | None = None) -> SyntheticSet:
@@ -75,10 +66,7 @@ def read_synthetic_set(folder: str | Path, classes: Sequence[str] | None = None)
     csv_path = root / SYNTHETIC_CSV
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: not found; is {root} a synthetic set (images/, synthetic.csv, manifest.json)?")
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
+    frame = read_csv_strings(csv_path, "synthetic.csv")
     if len(frame) == 0:
         raise DataError(f"{csv_path}: the set has no images")
     missing = [c for c in SYNTHETIC_COLUMNS if c not in frame.columns]

@@ -31,6 +31,18 @@ def write_png(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to
+    50x slower (use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def split_dir(tmp_path: Path) -> Path:
     """A folder with 6 greyscale PNGs of 3 patients and a valid split.csv (classes: mass, cardiomegaly)."""

@@ -31,14 +31,7 @@ from benchmark.features import (
 from benchmark.preprocess import xrv_input
 from tests.conftest import REPO_ROOT, write_png
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def place_random_xrv(cache_dir: Path, seed: int = 0) -> torch.nn.Module:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from benchmark.image_quality_metrics import main
@@ -27,13 +26,7 @@ FAST = ["--image-size", "32", "--bootstrap", "20", "--kid-subsets", "10", "--kid
 COPIED = (0, 5, 10, 15)  # training rows of the split planted into the synthetic set
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

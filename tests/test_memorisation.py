@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from benchmark.features import extract_features, load_extractor
@@ -33,13 +32,7 @@ SIZE = 64
 COPIED = (0, 13, 26, 39, 52, 65, 78, 91, 104, 117, 130, 143)  # training images planted: 4 exact, 4 flipped, 4 shifted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads up to 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass
