@@ -148,11 +148,23 @@ def untrained_ddpm_set(folder: Path, split_csv: Path, config: DemoConfig) -> Syn
 
 @dataclass
 class DemoData:
-    """Everything the demo made: the real split, the classifier and the synthetic sets by model name."""
+    """Everything the demo made: the real split, the classifier, the synthetic sets by model name (made from the
+    test rows, for the pretrained stage) and a faithful set made from the *train* rows (training data for the
+    retrained stage)."""
 
     split_csv: Path
     classifier: Classifier
     synthetic: dict[str, SyntheticSet]
+    faithful_train: SyntheticSet | None = None
+
+
+def demo_retrained_config(config: DemoConfig = DemoConfig()):
+    """The retrained-stage sweep of the demo: every setting, 2 seeds, a small DenseNet-121 budget at demo size."""
+    from benchmark.utility_retrained import RetrainedConfig
+
+    return RetrainedConfig(settings=("real:300", "synthetic:300", "real+synthetic:300+300", "mixed:300"),
+                           seeds=(0, 1), image_size=config.image_size, epochs=3, batch_size=32, lr=2e-3,
+                           patience=3, synthetic_from="train")
 
 
 def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> DemoData:
@@ -176,4 +188,6 @@ def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress:
         "demo-label-blind": label_blind_set(synthetic_dir / "label_blind", test, table.classes, config),
         "demo-untrained-ddpm": untrained_ddpm_set(synthetic_dir / "untrained_ddpm", split_csv, config),
     }
-    return DemoData(split_csv, classifier, sets)
+    train = frame[frame["split"] == "train"].reset_index(drop=True)
+    faithful_train = faithful_set(synthetic_dir / "faithful_train", train, table.classes, config)
+    return DemoData(split_csv, classifier, sets, faithful_train)

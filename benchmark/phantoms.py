@@ -13,10 +13,7 @@ seed, its patient number and its image number, never on generation order.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,7 +288,10 @@ def render_phantom(anatomy: PatientAnatomy, finding: str, size: int, rng: np.ran
 
     if finding == "soft tissue mass":
         radius = float(np.exp(finding_rng.uniform(np.log(0.05), np.log(0.15))))
-        amp = float(finding_rng.uniform(0.28, 0.60)) * (0.75 + 0.25 * radius / 0.15)
+        # Most masses are clear; one in sixteen is faint (and, if also small, close to invisible at 64 px).
+        faint = finding_rng.random() < 0.0625
+        amp = float(finding_rng.uniform(0.10, 0.20) if faint else finding_rng.uniform(0.28, 0.60))
+        amp *= 0.75 + 0.25 * radius / 0.15
         amp = min(amp, 0.95 * a.lung_air)  # a mass is at most as dense as the soft tissue around the lungs
         mu, mv = _place_mass(a, ctr, dv, radius, finding_rng)
         r2 = ((u - mu) ** 2 + (v - mv) ** 2) / radius**2
@@ -365,49 +365,6 @@ def make_phantom_images(
     return images, pd.DataFrame(rows, columns=columns)
 
 
-def assign_patient_splits(frame: pd.DataFrame, fractions: tuple[float, float, float], seed: int) -> dict:
-    """Map each patient_id to 'train', 'val' or 'test', stratified by the patients' findings.
-
-    Patients are visited in a seeded random order; each goes to the split whose targets (its share of the
-    patients and of each of this patient's findings) are furthest from met. Deterministic for the seed.
-    """
-    fr = np.asarray(fractions, dtype=float)
-    if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0:
-        raise ValueError(f"split_fractions must be three non-negative numbers, got {fractions}")
-    fr = fr / fr.sum()
-    per_patient = frame.groupby("patient_id", sort=True)[list(FINDINGS)].sum()
-    counts = per_patient.to_numpy(dtype=float)
-    order = np.random.default_rng([seed, 7919]).permutation(len(per_patient))
-    target_findings = fr[:, None] * counts.sum(axis=0)[None, :]  # (3, F)
-    target_patients = fr * len(per_patient)
-    have_findings = np.zeros_like(target_findings)
-    have_patients = np.zeros(3)
-    names = ("train", "val", "test")
-    out = {}
-    for i in order:
-        c = counts[i]
-        need_f = ((target_findings - have_findings) / np.maximum(target_findings, 1e-9) * c).sum(axis=1)
-        need_p = (target_patients - have_patients) / np.maximum(target_patients, 1e-9)
-        score = need_f / max(c.sum(), 1.0) + need_p
-        score[fr == 0] = -np.inf
-        j = int(np.argmax(score))
-        have_findings[j] += c
-        have_patients[j] += 1
-        out[per_patient.index[i]] = names[j]
-    return out
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_demo_dataset(
     out_dir: str | Path,
     n_patients: int = 300,
@@ -424,29 +381,30 @@ def write_demo_dataset(
     (named as in FINDINGS), view, sex, age, dataset. Splits are assigned per patient and stratified by
     findings. Returns the frame that was written.
     """
+    from benchmark.data import write_split_csv
+    from benchmark.splits.common import assign_patient_splits, image_strata
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, meta = make_phantom_images(n_patients, images_per_patient, size, seed, None, patient_offset)
-    splits = assign_patient_splits(meta, split_fractions, seed)
+    labels = meta[list(FINDINGS)].to_numpy(np.float32)
+    splits = assign_patient_splits(meta["patient_id"], image_strata(labels, FINDINGS), split_fractions, seed)
     paths = []
     for image, pid, k in zip(images, meta["patient_id"], meta["image_index"], strict=True):
         rel = f"images/{pid}_{k}.png"
         Image.fromarray(np.ascontiguousarray(image)).save(out / rel)  # 2-D uint8 -> mode L
         paths.append(rel)
     prompts = [PROMPT_TEMPLATE.format(finding=NORMAL_PROMPT_TEXT if f == "normal" else f) for f in meta["finding"]]
-    frame = pd.DataFrame({"image_path": paths, "patient_id": meta["patient_id"],
-                          "split": meta["patient_id"].map(splits), "prompt": prompts,
+    frame = pd.DataFrame({"image_path": paths, "patient_id": meta["patient_id"], "split": splits, "prompt": prompts,
                           "class_label": meta["class_label"]})
     for name in FINDINGS:
         frame[name] = meta[name]
     frame["view"] = meta["view"]
     frame["sex"] = meta["sex"]
     frame["age"] = meta["age"]
+    sidecar = {"seed": seed, "generator": "benchmark.phantoms", "n_patients": n_patients,
+               "images_per_patient": images_per_patient, "size": size, "patient_offset": patient_offset,
+               "split_fractions": list(split_fractions)}
+    write_split_csv(frame, out / "split.csv", list(FINDINGS), "demo", sidecar)
     frame["dataset"] = "demo"
-    csv_path = out / "split.csv"
-    _atomic_write_text(csv_path, frame.to_csv(index=False))
-    sidecar = {"dataset": "demo", "classes": list(FINDINGS), "seed": seed, "generator": "benchmark.phantoms",
-               "n_patients": n_patients, "images_per_patient": images_per_patient, "size": size,
-               "patient_offset": patient_offset, "split_fractions": list(split_fractions)}
-    _atomic_write_text(out / "split.csv.json", json.dumps(sidecar, indent=2) + "\n")
     return frame

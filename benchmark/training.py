@@ -162,7 +162,9 @@ def train_classifier(
                         generator=generator, num_workers=config.num_workers, drop_last=len(dataset) > config.batch_size)
     model = make_densenet(n_outputs, config.init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * max(1, math.ceil(len(loader) / accelerator.num_processes))
+    # accelerate's scheduler wrapper steps the schedule once per process on every optimiser step (each process
+    # sees 1/num_processes of the batches), so the schedule must count batches times processes.
+    steps = config.epochs * max(1, math.ceil(len(loader) / accelerator.num_processes)) * accelerator.num_processes
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=steps, pct_start=0.15)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if pos_weight is not None:
@@ -187,11 +189,13 @@ def train_classifier(
             count += len(images)
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         model.eval()
+        _sync_buffers(accelerator.unwrap_model(model), accelerator)
         val_probabilities = _predict(accelerator.unwrap_model(model), val_x, config.batch_size, accelerator.device)
-        val_auroc, per_class = mean_auroc(val_y, val_probabilities)
+        val_auroc, per_class = _same_on_every_process(*mean_auroc(val_y, val_probabilities), accelerator)
         sums = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), "sum")
         train_loss = float(sums[0] / sums[1].clamp_min(1))
-        result.history.append({"epoch": epoch, "train_loss": train_loss, "val_mean_auroc": val_auroc,
+        result.history.append({"epoch": epoch, "train_loss": train_loss, "lr": float(scheduler.get_last_lr()[0]),
+                               "val_mean_auroc": val_auroc,
                                **{f"val_auroc_{j}": a for j, a in enumerate(per_class)}})
         improved = np.isfinite(val_auroc) and (not np.isfinite(result.best_val_auroc) or
                                                val_auroc > result.best_val_auroc)
@@ -211,6 +215,30 @@ def train_classifier(
     result.model = final
     accelerator.wait_for_everyone()
     return result
+
+
+def _sync_buffers(model: torch.nn.Module, accelerator) -> None:
+    """Give every process the main process's buffers (BatchNorm running statistics) before evaluation.
+
+    DDP keeps the parameters identical but each process updates its running statistics from its own batches, so
+    without this the processes would evaluate (and select) slightly different models.
+    """
+    if accelerator.num_processes > 1:
+        import torch.distributed as dist
+
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def _same_on_every_process(value: float, per_class: list[float], accelerator) -> tuple[float, list[float]]:
+    """The main process's validation AUROCs on every process, so all take the same early-stopping decision."""
+    if accelerator.num_processes == 1:
+        return value, per_class
+    from accelerate.utils import broadcast
+
+    shared = broadcast(torch.tensor([value, *per_class], dtype=torch.float64, device=accelerator.device),
+                       from_process=0).cpu().tolist()
+    return shared[0], shared[1:]
 
 
 def _load(paths: Sequence[str | Path], config: TrainConfig) -> torch.Tensor:

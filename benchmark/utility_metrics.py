@@ -1,8 +1,10 @@
 """``./scripts/utility_metrics.sh``: the main job. Classifier utility of synthetic sets (SPEC §3, §4).
 
-``--stage pretrained`` (default) runs the RoentGen Table 3 protocol (:mod:`benchmark.utility_pretrained`). With no
-real split and no synthetic set given (flags or ``REAL_CSV`` / ``SYNTHETIC_DIR``), it runs the built-in demo end to
-end (:mod:`benchmark.demo`): phantom data, three demo generators, a leakage-safe classifier, and the ranking check.
+``--stage pretrained`` (default) runs the RoentGen Table 3 protocol (:mod:`benchmark.utility_pretrained`);
+``--stage retrained`` trains DenseNet-121s on real / synthetic / mixed sets (:mod:`benchmark.utility_retrained`);
+``--stage all`` runs both. With no real split and no synthetic set given (flags or ``REAL_CSV`` /
+``SYNTHETIC_DIR``), it runs the built-in demo end to end (:mod:`benchmark.demo`): phantom data, three demo
+generators, a leakage-safe classifier, and the ranking check.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from benchmark.leakage import LeakageError
 from benchmark.splits.common import parse_class_list
 from benchmark.synthetic import read_synthetic_set
 from benchmark.utility_pretrained import PretrainedConfig, format_table, run_pretrained_stage
+from benchmark.utility_retrained import (
+    add_retrained_arguments,
+    format_retrained_table,
+    retrained_config_from_args,
+    run_retrained_stage,
+)
 
-STAGES = ("pretrained",)
+STAGES = ("pretrained", "retrained", "all")
 DEMO_ORDER = ("demo-faithful", "demo-label-blind", "demo-untrained-ddpm")
 
 
@@ -52,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", default=env.get("RESULTS_DIR"))
     parser.add_argument("--demo-dir", default=env.get("DEMO_DIR", "demo"),
                         help="where the demo writes its data when nothing else is configured")
+    add_retrained_arguments(parser)
     return parser
 
 
@@ -71,6 +80,22 @@ def run_demo(args: argparse.Namespace) -> int:
           "(phantom data, three demo generators, a classifier trained on a disjoint phantom population).")
     demo = build_demo(args.demo_dir)
     real = read_split_csv(demo.split_csv)
+    status = 0
+    if args.stage in ("pretrained", "all"):
+        status = run_demo_pretrained(args, demo, real, started)
+    if args.stage in ("retrained", "all"):
+        from benchmark.demo import demo_retrained_config
+
+        outcome = run_retrained_stage(real, demo.faithful_train, demo_retrained_config(), model_name="demo-faithful",
+                                      extra_info=args.extra_info, results_dir=args.results_dir)
+        print(f"\n== retrained-classifier utility, demo-faithful (run {outcome.run_id}) ==")
+        print(format_retrained_table(outcome.summary))
+        print(f"({time.perf_counter() - started:.0f} s in all)")
+    return status
+
+
+def run_demo_pretrained(args: argparse.Namespace, demo, real, started: float) -> int:
+    """The demo's pretrained stage over the three demo generators, and the ranking check (exit 1 if it fails)."""
     config = _config(args, demo.classifier.name)
     summary = {}
     for name in DEMO_ORDER:
@@ -130,13 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         real = read_split_csv(args.real, image_root=args.image_root, classes=parse_class_list(args.classes) or None)
         synthetic = read_synthetic_set(args.synthetic)
         model_name = args.model_name or synthetic.model_name
-        outcome = run_pretrained_stage(real, synthetic, _config(args, args.classifier), model_name=model_name,
-                                       extra_info=args.extra_info, results_dir=args.results_dir)
+        if args.stage in ("pretrained", "all"):
+            outcome = run_pretrained_stage(real, synthetic, _config(args, args.classifier), model_name=model_name,
+                                           extra_info=args.extra_info, results_dir=args.results_dir)
+            print(format_table(outcome.table))
+            print(f"\nrun {outcome.run_id}: predictions and ROC curves in {outcome.run_folder}")
+        if args.stage in ("retrained", "all"):
+            retrained = run_retrained_stage(real, synthetic, retrained_config_from_args(args), model_name=model_name,
+                                            extra_info=args.extra_info, results_dir=args.results_dir)
+            print(format_retrained_table(retrained.summary))
+            print(f"\nrun {retrained.run_id}: checkpoints and learning curves in {retrained.run_folder}")
     except (DataError, LeakageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(outcome.table))
-    print(f"\nrun {outcome.run_id}: predictions and ROC curves in {outcome.run_folder}")
     return 0
 
 

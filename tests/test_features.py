@@ -181,10 +181,23 @@ def test_raddino_extractor_loads_a_local_model_folder_through_transformers(tmp_p
 
 
 def test_inception_without_torch_fidelity_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
+    import torchmetrics.image.fid as tm_fid
 
-    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if the package were not installed
-    with pytest.raises(ExtractorUnavailableError, match="torch-fidelity"):
+    monkeypatch.setattr(tm_fid, "_TORCH_FIDELITY_AVAILABLE", False)  # torchmetrics' own check, as without the package
+    with pytest.raises(ExtractorUnavailableError, match=r"needs torch-fidelity.*pip install torch-fidelity"):
+        load_extractor("inception", device="cpu")
+
+
+def test_inception_weights_that_cannot_be_fetched_name_the_local_file_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(ExtractorUnavailableError, match=r"cannot load the Inception weights.*--weights"):
         load_extractor("inception", device="cpu")
 
 

@@ -88,7 +88,9 @@ def test_planted_copies_show_up_in_the_memorisation_share_and_report(stage: dict
     assert run_stage(stage, tmp_path / "results", "--no-diversity") == 0
     row = read_results("image_quality_metrics", tmp_path / "results").iloc[0]
     assert float(row["memorised_share"]) >= 4 / 44
-    assert int(row["memorisation_n_train"]) == 84 and int(row["memorisation_n_real"]) == 24
+    split = pd.read_csv(stage["split"])
+    assert int(row["memorisation_n_train"]) == int((split["split"] == "train").sum())
+    assert int(row["memorisation_n_real"]) == int((split["split"] == "test").sum())
     report = Path(row["report_dir"])
     assert report.parent == tmp_path / "results" / "runs" and report.name == row["run_id"]
     per_image = pd.read_csv(report / "memorisation.csv")

@@ -282,25 +282,11 @@ class _SmallCNN(nn.Module):
         return self.head(torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1))
 
 
-@pytest.mark.slow
-def test_a_small_cnn_learns_every_finding_on_held_out_patients():
-    start = time.perf_counter()
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    # Masses are the subtle finding, so the training population holds twice as many of them.
-    weights = {"normal": 1.0, "cardiomegaly": 1.0, "soft tissue mass": 2.0, "pleural effusion": 1.0}
-    train_images, train_frame = make_phantom_images(600, 2, size=64, seed=11, class_weights=weights)
-    test_images, test_frame = make_phantom_images(200, 2, size=64, seed=12, patient_offset=100_000)
-    assert not set(train_frame["patient_id"]) & set(test_frame["patient_id"])
-    x_train, x_test = _standardise(train_images), _standardise(test_images)
-    y_train = torch.tensor(train_frame[list(FINDINGS)].to_numpy(), dtype=torch.float32)
-    y_test = test_frame[list(FINDINGS)].to_numpy()
-
-    model = _SmallCNN(len(FINDINGS))
-    epochs, batch = 12, 64
+def _train_and_score(x_train, y_train, x_test, epochs: int = 16, batch: int = 64) -> np.ndarray:
+    model = _SmallCNN(y_train.shape[1])
     steps = epochs * -(-len(x_train) // batch)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=6e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=6e-3, total_steps=steps)
     loss_fn = nn.BCEWithLogitsLoss()
     order = torch.Generator().manual_seed(0)
     model.train()
@@ -314,10 +300,31 @@ def test_a_small_cnn_learns_every_finding_on_held_out_patients():
             schedule.step()
     model.eval()
     with torch.no_grad():
-        scores = torch.sigmoid(model(x_test)).numpy()
+        return torch.sigmoid(model(x_test)).numpy()
+
+
+@pytest.mark.slow
+def test_a_small_cnn_learns_every_finding_on_held_out_patients():
+    start = time.perf_counter()
+    # Masses are the subtle finding, so the training population holds twice as many of them.
+    weights = {"normal": 1.0, "cardiomegaly": 1.0, "soft tissue mass": 2.0, "pleural effusion": 1.0}
+    train_images, train_frame = make_phantom_images(600, 2, size=64, seed=11, class_weights=weights)
+    test_images, test_frame = make_phantom_images(200, 2, size=64, seed=12, patient_offset=100_000)
+    assert not set(train_frame["patient_id"]) & set(test_frame["patient_id"])
+    y_train = torch.tensor(train_frame[list(FINDINGS)].to_numpy(), dtype=torch.float32)
+    y_test = test_frame[list(FINDINGS)].to_numpy()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            scores = _train_and_score(_standardise(train_images), y_train, _standardise(test_images))
+    finally:
+        torch.set_num_threads(threads)
     aucs = {name: roc_auc_score(y_test[:, k], scores[:, k]) for k, name in enumerate(FINDINGS)}
-    elapsed = time.perf_counter() - start
-    print(f"held-out AUROC {aucs} in {elapsed:.0f} s")
+    print(f"held-out AUROC {aucs} in {time.perf_counter() - start:.0f} s")
     for name, auc in aucs.items():
         assert auc > 0.9, (name, aucs)
+    # Small, faint masses stay hard: detection is good but not perfect.
     assert aucs["soft tissue mass"] < 1.0, aucs
