@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from benchmark.data import DataError
@@ -222,3 +223,24 @@ def test_restart_with_other_settings_is_refused(models, split_csv, tmp_path, cap
     assert main(_cli(*base, "--steps", "2", out=out)) == 0
     assert main(_cli(*base, "--steps", "3", out=out)) == 2
     assert "holds a different generation run (steps: 2 there, 3 now)" in capsys.readouterr().err
+
+
+def test_lora_weights_are_applied_and_recorded(models, split_csv, tmp_path) -> None:
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipeline = StableDiffusionPipeline.from_pretrained(models["t2i"])
+    pipeline.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    torch.manual_seed(0)
+    for name, parameter in pipeline.unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero (no effect); make the adapter change the images
+            parameter.data.normal_(0, 0.5)
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "adapter",
+                                              unet_lora_layers=get_peft_model_state_dict(pipeline.unet))
+    base = ["--model", str(models["t2i"]), "--prompts", str(split_csv), "--max-prompts", "2", "--steps", "2"]
+    assert main(_cli(*base, out=tmp_path / "plain")) == 0
+    assert main(_cli(*base, "--lora", str(tmp_path / "adapter"), out=tmp_path / "lora")) == 0
+    assert _images(tmp_path / "plain").keys() == _images(tmp_path / "lora").keys()
+    assert _images(tmp_path / "plain") != _images(tmp_path / "lora")
+    assert read_synthetic_set(tmp_path / "lora").manifest["lora"] == str(tmp_path / "adapter")
