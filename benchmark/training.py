@@ -142,7 +142,7 @@ def train_classifier(
     set_seed(config.seed, device_specific=False)
     train_x = train_images if isinstance(train_images, torch.Tensor) else _load(train_images, config)
     val_x = val_images if isinstance(val_images, torch.Tensor) else _load(val_images, config)
-    train_y = torch.as_tensor(np.asarray(train_labels, dtype=np.float32))
+    train_y = torch.tensor(np.asarray(train_labels, dtype=np.float32))  # a copy: the caller's array may be read-only
     val_y = np.asarray(val_labels, dtype=np.float32)
     n_outputs = train_y.shape[1]
     positives = torch.nansum(train_y, 0)
