@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from benchmark.cli import add_set_arguments
 from benchmark.data import DataError, read_split_csv
 from benchmark.label_mapping import parse_label_map
 from benchmark.leakage import LeakageError
@@ -38,12 +39,7 @@ DEMO_ORDER = ("demo-faithful", "demo-label-blind", "demo-untrained-ddpm")
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog="utility_metrics.sh", description=__doc__.splitlines()[0])
-    parser.add_argument("--real", default=env.get("REAL_CSV"), help="split CSV of the real images")
-    parser.add_argument("--synthetic", default=env.get("SYNTHETIC_DIR"), help="synthetic set folder")
-    parser.add_argument("--model-name", default=env.get("MODEL_NAME"), help="default: the set's manifest model")
-    parser.add_argument("--extra-info", default=env.get("EXTRA_INFO", ""))
-    parser.add_argument("--image-root", default=env.get("IMAGE_ROOT"))
-    parser.add_argument("--classes", default=env.get("CLASSES"), help="classes to evaluate (default: the split's)")
+    add_set_arguments(parser, "classes to evaluate (default: the split's)")
     parser.add_argument("--classifier", default=env.get("CLASSIFIER", "densenet121-res224-all"),
                         help="xrv weights key (all, nih, pc, chex, mimic_nb, mimic_ch, rsna) or a checkpoint folder")
     parser.add_argument("--xrv-cache-dir", help="torchxrayvision weights cache (default: xrv's own)")
@@ -57,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=int(env.get("BATCH_SIZE", "32")))
     parser.add_argument("--num-workers", type=int, default=int(env.get("NUM_WORKERS", "2")))
     parser.add_argument("--seed", type=int, default=int(env.get("SEED", "0")))
-    parser.add_argument("--results-dir", default=env.get("RESULTS_DIR"))
     parser.add_argument("--demo-dir", default=env.get("DEMO_DIR", "demo"),
                         help="where the demo writes its data when nothing else is configured")
     add_retrained_arguments(parser)

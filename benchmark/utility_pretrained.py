@@ -181,6 +181,7 @@ def run_pretrained_stage(
     table["real_dataset"] = real.dataset
     table["real_split"] = config.real_split
     table["n_resamples"] = config.n_resamples
+    table["bootstrap_seed"] = config.seed
     table["synthetic_dir"] = str(synthetic.root)
 
     run_id = run_id or new_run_id("pretrained")

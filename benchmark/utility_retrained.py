@@ -47,6 +47,7 @@ import torch
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
+from benchmark.cli import add_set_arguments
 from benchmark.data import DataError, SplitTable, atomic_write_text, label_matrix
 from benchmark.provenance import config_hash, new_run_id
 from benchmark.results import run_dir, table_path, upsert_rows
@@ -1194,13 +1195,7 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog="python -m benchmark.utility_retrained",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--real", default=env.get("REAL_CSV"), help="split CSV of the real images")
-    parser.add_argument("--synthetic", default=env.get("SYNTHETIC_DIR"), help="synthetic set folder")
-    parser.add_argument("--model-name", default=env.get("MODEL_NAME"), help="default: the set's manifest model")
-    parser.add_argument("--extra-info", default=env.get("EXTRA_INFO", ""))
-    parser.add_argument("--image-root", default=env.get("IMAGE_ROOT"))
-    parser.add_argument("--classes", default=env.get("CLASSES"), help="classes to train on (default: the split's)")
-    parser.add_argument("--results-dir", default=env.get("RESULTS_DIR"))
+    add_set_arguments(parser, "classes to train on (default: the split's)")
     parser.add_argument("--run-id", help="run folder to use or resume (default: the newest run of this sweep)")
     parser.add_argument("--n-resamples", type=int, default=2000)
     parser.add_argument("--num-workers", type=int, default=int(env.get("NUM_WORKERS", "0")))

@@ -183,6 +183,7 @@ def test_real_images_run_through_and_rows_are_written(xrv_cache: Path, tmp_path:
                                                                                          "soft tissue mass"}
     assert (rows["classifier"] == "densenet121-res224-nih").all() and (rows["model_name"] == "crops").all()
     assert (rows["leakage"] == "none").all() and rows["auroc_ci_low"].str.len().gt(0).all()
+    assert (rows["bootstrap_seed"] == "0").all() and rows["git_commit"].str.len().gt(0).all()
     run = results / "runs" / rows["run_id"].iloc[0]
     assert (run / "roc_pleural_effusion.png").is_file() and (run / "predictions_real.csv").is_file()
     assert len(pd.read_csv(run / "predictions_synthetic.csv")) == 10
