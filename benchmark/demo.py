@@ -71,7 +71,7 @@ def demo_classifier(config: DemoConfig, progress: bool = True) -> Classifier:
 
     folder = assets_cache() / "demo_classifier" / classifier_cache_key(config)
     if (folder / "config.json").is_file():
-        return load_checkpoint(folder)
+        return _named(load_checkpoint(folder), folder)
     offset = 1_000_000  # the real data's patients are numbered from 0; these never meet them
     train_images, train_frame = phantoms.make_phantom_images(config.classifier_patients, config.images_per_patient,
                                                              config.image_size, seed=config.seed + 101,
@@ -97,7 +97,14 @@ def demo_classifier(config: DemoConfig, progress: bool = True) -> Classifier:
     save_checkpoint(result.model, folder, classes, trained_on=[CLASSIFIER_DATASET], input_size=config.image_size,
                     extra={"best_epoch": result.best_epoch, "val_mean_auroc": result.best_val_auroc,
                            "history": result.history, "demo_config": asdict(config)})
-    return load_checkpoint(folder)
+    return _named(load_checkpoint(folder), folder)
+
+
+def _named(classifier: Classifier, folder: Path) -> Classifier:
+    """The demo classifier keyed by its cache key, not by the checkout-dependent path of its folder, so result rows
+    from any checkout of the same demo share their key."""
+    classifier.name = f"demo-densenet121-{folder.name}"
+    return classifier
 
 
 def _rows_for(test: pd.DataFrame, classes: list[str]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ def test_demo_runs_end_to_end_and_ranks_faithful_over_label_blind_over_untrained
     rows = read_results("utility_pretrained", tmp_path / "results")
     assert set(rows["model_name"]) == {"demo-faithful", "demo-label-blind", "demo-untrained-ddpm"}
     assert len(rows) == 3 * 2 * 4  # models x image sources x classes
+    assert rows["classifier"].str.fullmatch(r"demo-densenet121-[0-9a-f]{16}").all()  # no checkout path in the key
     assert (rows["leakage"] == "none").all()  # the classifier population is disjoint from the demo's real data
     faithful = rows[(rows["model_name"] == "demo-faithful") & (rows["image_source"] == "synthetic")]
     assert faithful["auroc"].astype(float).min() > 0.7
