@@ -64,12 +64,17 @@ def classifier_cache_key(config: DemoConfig) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
+def demo_classifier_dir(config: DemoConfig = DemoConfig()) -> Path:
+    """The checkpoint folder of the demo classifier (it exists once :func:`demo_classifier` has trained it)."""
+    return assets_cache() / "demo_classifier" / classifier_cache_key(config)
+
+
 def demo_classifier(config: DemoConfig, progress: bool = True) -> Classifier:
     """The DenseNet-121 trained on the classifier population (disjoint from the real data), cached."""
     from benchmark.preprocess import xrv_input
     from benchmark.training import TrainConfig, train_classifier
 
-    folder = assets_cache() / "demo_classifier" / classifier_cache_key(config)
+    folder = demo_classifier_dir(config)
     if (folder / "config.json").is_file():
         return _named(load_checkpoint(folder), folder)
     offset = 1_000_000  # the real data's patients are numbered from 0; these never meet them
@@ -163,13 +168,16 @@ class DemoData:
     classifier: Classifier
     synthetic: dict[str, SyntheticSet]
     faithful_train: SyntheticSet | None = None
+    classifier_dir: Path | None = None
 
 
 def demo_retrained_config(config: DemoConfig = DemoConfig()):
-    """The retrained-stage sweep of the demo: every setting, 2 seeds, a small DenseNet-121 budget at demo size."""
+    """The retrained-stage sweep of the demo: every setting, two synthetic sizes for the data-size curves, 2 seeds,
+    a small DenseNet-121 budget at demo size."""
     from benchmark.utility_retrained import RetrainedConfig
 
-    return RetrainedConfig(settings=("real:300", "synthetic:300", "real+synthetic:300+300", "mixed:300"),
+    return RetrainedConfig(settings=("real:200", "synthetic:100", "synthetic:200", "real+synthetic:200+100",
+                                     "real+synthetic:200+200", "mixed:200"),
                            seeds=(0, 1), image_size=config.image_size, epochs=3, batch_size=32, lr=2e-3,
                            patience=3, synthetic_from="train")
 
@@ -197,4 +205,4 @@ def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress:
     }
     train = frame[frame["split"] == "train"].reset_index(drop=True)
     faithful_train = faithful_set(synthetic_dir / "faithful_train", train, table.classes, config)
-    return DemoData(split_csv, classifier, sets, faithful_train)
+    return DemoData(split_csv, classifier, sets, faithful_train, demo_classifier_dir(config))

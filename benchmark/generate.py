@@ -197,6 +197,17 @@ def check_run(out: Path, run: dict[str, Any]) -> None:
 
 def generate(config: GenerationConfig) -> Path:
     """Run (or continue) the generation described by ``config`` on this process; returns the output folder."""
+    import torch
+
+    threads = torch.get_num_threads()  # generation pins one thread on CPU; the caller gets its own count back
+    try:
+        return _generate(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _generate(config: GenerationConfig) -> Path:
+    """The body of :func:`generate`."""
     import diffusers
     import torch
     import transformers

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.cli import add_set_arguments
 from benchmark.data import DataError, SplitTable, load_image, read_split_csv
 from benchmark.diversity import DEFAULT_PAIRS, DEFAULT_PER_PROMPT, DEFAULT_PROMPTS, DEFAULT_SIZE, diversity_metrics
 from benchmark.features import (
@@ -222,14 +223,8 @@ def _env_int(name: str, default: int | None) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``image_quality_metrics.sh``; environment variables (SPEC §3) are the defaults, flags win."""
-    env = os.environ.get
     p = argparse.ArgumentParser(prog="image_quality_metrics.sh", description=__doc__.splitlines()[0])
-    p.add_argument("--real", default=env("REAL_CSV"), help="split CSV of the real images ($REAL_CSV)")
-    p.add_argument("--synthetic", default=env("SYNTHETIC_DIR"), help="synthetic set folder ($SYNTHETIC_DIR)")
-    p.add_argument("--model-name", default=env("MODEL_NAME"), help="default: the set's manifest ($MODEL_NAME)")
-    p.add_argument("--extra-info", default=env("EXTRA_INFO", ""), help="free text in the row key ($EXTRA_INFO)")
-    p.add_argument("--image-root", default=env("IMAGE_ROOT"), help="root of relative image paths ($IMAGE_ROOT)")
-    p.add_argument("--classes", default=env("CLASSES"), help="comma-separated classes (default: the split's)")
+    add_set_arguments(p, "comma-separated classes (default: the split's)")
     p.add_argument("--features", choices=[e for e in EXTRACTORS if e != "pixels"], default="xrv")
     p.add_argument("--weights", default=None, help="xrv weights key or checkpoint folder; RAD-DINO id or folder; "
                    "Inception weights file")
@@ -246,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=_env_int("NUM_WORKERS", 0))
     p.add_argument("--seed", type=int, default=_env_int("SEED", 0))
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--results-dir", default=env("RESULTS_DIR"), help="default results/ ($RESULTS_DIR)")
     p.add_argument("--cache-dir", default=None, help="feature cache (default $SYNTHCXR_CACHE/features, else "
                    "<results>/cache/features)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")

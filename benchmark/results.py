@@ -18,7 +18,9 @@ Guarantees of ``upsert_rows``:
   exact string in the file (``dtype=str``, no NaN conversion);
 * every row carries the provenance columns of :mod:`benchmark.provenance` (caller-set values are kept);
 * a corrupt existing file, a missing key column, an unknown table or a key given twice in one call raises
-  before anything is written.
+  before anything is written;
+* with ``MLFLOW_TRACKING_URI`` set, the written rows are also logged to MLflow (:mod:`benchmark.tracking`),
+  after the CSV is safe.
 """
 
 from __future__ import annotations
@@ -326,6 +328,9 @@ def upsert_rows(
         _write_atomic(path, columns, merged)
     finally:
         lock.release()
+    from .tracking import log_rows  # after the CSV is safe: a tracking failure loses nothing
+
+    log_rows(table, keys, list(new_rows.values()), path)
     return path
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,41 @@ def write_png(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels, mode=mode).save(path) if mode else Image.fromarray(pixels).save(path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One demo-classifier cache for the whole session (``$SYNTHCXR_ASSETS``, inherited by subprocesses): the demo
+    classifier is trained once per test run, from scratch, and never read from the checkout's ``assets/cache``."""
+    folder = Path(os.environ.get("SYNTHCXR_TEST_ASSETS") or tmp_path_factory.mktemp("assets"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SYNTHCXR_ASSETS", str(folder))
+        yield folder
+
+
+@dataclass
+class DemoRun:
+    """What the main job printed and wrote when run with nothing configured (the built-in demo)."""
+
+    status: int
+    output: str
+    demo_dir: Path
+    results_dir: Path
+
+
+@pytest.fixture(scope="session")
+def demo_results(tmp_path_factory: pytest.TempPathFactory, session_assets: Path) -> DemoRun:
+    """The demo run once per session: ``utility_metrics`` with no split, no set and no stage (every stage)."""
+    from benchmark.utility_metrics import main
+
+    root = tmp_path_factory.mktemp("demo_run")
+    output = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(output):
+        for variable in ("REAL_CSV", "SYNTHETIC_DIR", "MODEL_NAME", "RESULTS_DIR", "EXTRA_INFO", "CLASSES"):
+            patch.delenv(variable, raising=False)
+        status = main(["--demo-dir", str(root / "demo"), "--results-dir", str(root / "results"),
+                       "--num-workers", "0"])
+    return DemoRun(status, output.getvalue(), root / "demo", root / "results")
 
 
 @pytest.fixture(scope="module")

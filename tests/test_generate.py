@@ -83,6 +83,19 @@ def test_class_conditional_model_loads_by_path_and_writes_a_synthetic_set(models
     assert "version_torch" in manifest["package_versions"] and "--split" in manifest["command"]
 
 
+def test_in_process_generation_gives_the_caller_its_thread_count_back(models, split_csv, tmp_path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(_cli("--model", str(models["cc"]), "--prompts", str(split_csv), "--split", "test", "--steps", "2",
+                         out=tmp_path / "set")) == 0
+        assert torch.get_num_threads() == 2  # generation pins one CPU thread only while it runs
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_text_to_image_model_loads_by_path_and_uses_prompts(models, split_csv, tmp_path) -> None:
     out = tmp_path / "t2i"
     assert main(_cli("--model", str(models["t2i"]), "--prompts", str(split_csv), "--steps", "3",

@@ -44,7 +44,9 @@ from benchmark.utility_retrained import (
 SIZE = 32
 # Short, plain training that learns the 32 px phantoms' cardiomegaly and effusion in a few epochs on CPU.
 FAST = {"image_size": SIZE, "batch_size": 16, "lr": 3e-3, "augment": False, "n_resamples": 1000, "progress": False}
-RELIABLE = ("cardiomegaly", "pleural effusion")  # at 32 px the small masses and "normal" need longer training
+# At 32 px the smallest masses are about 1.5 px across, so "soft tissue mass" and "normal" (no finding) stay near 0.85
+# there; the every-finding requirement is tested at 64 px (test_real_setting_at_64px_...).
+RELIABLE = ("cardiomegaly", "pleural effusion")
 
 
 # ------------------------------------------------------------------------------------------------ data fixtures
@@ -347,6 +349,34 @@ def test_real_setting_reaches_high_auroc_on_held_out_patients(sweep) -> None:
     for name in RELIABLE:
         assert aurocs[name] > 0.9, aurocs
     assert min(aurocs.values()) > 0.7, aurocs
+
+
+@pytest.fixture
+def two_torch_threads():
+    """The thread count the figures below were measured with (CPU results depend on it; earlier tests may lower it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_real_setting_at_64px_reaches_auroc_above_0_9_for_every_finding(tmp_path: Path, two_torch_threads) -> None:
+    # 64 px (the demo size of the issue), 400 patients, 16 epochs of batch 16 from scratch: about 3.5 minutes here.
+    # Measured: normal 0.914, cardiomegaly 1.0, soft tissue mass 0.908, pleural effusion 1.0 (a batch of 8 or 32, or
+    # fewer epochs, leave the small masses below 0.9).
+    write_demo_dataset(tmp_path / "real", n_patients=400, images_per_patient=2, size=64, seed=0)
+    real = read_split_csv(tmp_path / "real" / "split.csv")
+    train = _rows(real)
+    train = train[train["split"] == "train"].reset_index(drop=True)
+    unused = faithful_set(tmp_path / "faithful", train.iloc[:8], real.classes, DemoConfig(image_size=64))
+    config = RetrainedConfig(settings=("real",), seeds=(0,), image_size=64, epochs=16, patience=16, batch_size=16,
+                             lr=3e-3, augment=False, n_resamples=1000, progress=False)
+    outcome = run_retrained_stage(real, unused, config, model_name="real-only", results_dir=tmp_path / "results")
+    aurocs = {name: _mean_row(outcome, "real", name)["auroc"] for name in real.classes}
+    print("real-setting test AUROC at 64 px:", {k: round(v, 3) for k, v in aurocs.items()})
+    assert len(train) == 560 and set(aurocs) == {"normal", "cardiomegaly", "soft tissue mass", "pleural effusion"}
+    assert min(aurocs.values()) > 0.9, aurocs
 
 
 def test_label_blind_synthetic_is_near_chance_and_flagged_worse_than_real(sweep) -> None:
