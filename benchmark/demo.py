@@ -178,8 +178,8 @@ def demo_retrained_config(config: DemoConfig = DemoConfig()):
 
     return RetrainedConfig(settings=("real:200", "synthetic:100", "synthetic:200", "real+synthetic:200+100",
                                      "real+synthetic:200+200", "mixed:200"),
-                           seeds=(0, 1), image_size=config.image_size, epochs=3, batch_size=32, lr=2e-3,
-                           patience=3, synthetic_from="train")
+                           seeds=(0, 1), image_size=config.image_size, epochs=4, batch_size=16, lr=3e-3,
+                           augment=False, patience=4, synthetic_from="train")
 
 
 def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> DemoData:

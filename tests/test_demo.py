@@ -37,7 +37,8 @@ def test_demo_writes_retrained_rows_for_every_setting_and_seed(demo_results) -> 
     assert {"0", "1", "mean"} <= set(rows["seed"])
     assert set(rows["class"]) == set(FINDINGS)
     real = rows[(rows["setting"] == "real") & (rows["seed"] == "mean")]
-    assert real["auroc"].astype(float).min() > 0.6
+    assert real["auroc"].astype(float).min() > 0.7  # measured: normal 0.79, cardiomegaly 0.97, mass 0.82, effusion 0.87
+    assert set(rows.loc[rows["setting"] == "synthetic", "n_synthetic"]) == {"100", "200"}  # points of a data-size curve
 
 
 def test_demo_writes_image_quality_rows_overall_and_per_class(demo_results) -> None:
