@@ -7,6 +7,10 @@ processes ran (on CPU each process uses one intra-op thread for the same reason)
 (temp file + rename) and finished ones are skipped, so a run killed at any point and restarted ends with the same
 set. Each process logs what it finished to ``parts/rank-<i>.jsonl``; ``synthetic.csv`` and ``manifest.json`` are
 built from the plan, the parts and the files on disk, and ``--rebuild-index`` rebuilds them after a crash.
+
+Settings are resolved against the pipeline before the first image (:func:`benchmark.pipelines.resolve_options`):
+what the pipeline would ignore is refused, and the manifest records the values used (signature defaults included),
+each text encoder's token limit with the prompts it cut, and the size the model generated at.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from PIL import Image
 
 from benchmark import __version__
 from benchmark.data import (
+    OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     DataError,
     atomic_write_text,
@@ -44,10 +49,12 @@ PLAN_CSV = "plan.csv"
 RUN_JSON = "run.json"
 PARTS_DIR = "parts"
 PROMPT_COLUMNS = ("prompt", "annotated_prompt")
-COPIED_COLUMNS = ("class_label", "patient_id", "split", "dataset", "view", "chexpert_labels")
+COPIED_COLUMNS = ("class_label", "patient_id", "split", *OPTIONAL_COLUMNS, "chexpert_labels")
+LABEL_VALUES = frozenset({"1", "0", "1.0", "0.0", ""})
 # What changes the pixels: a restart must agree on all of these with the run it continues.
 IMAGE_DEFINING = ("model", "revision", "lora", "kind", "scheduler", "steps", "guidance", "height", "width", "dtype",
-                  "negative_prompt", "seed", "batch_size", "save_mode", "plan_sha256")
+                  "negative_prompt", "true_cfg_scale", "max_sequence_length", "resolution_binning", "seed",
+                  "batch_size", "save_mode", "plan_sha256")
 
 
 def image_seed(base_seed: int, source_row: int, image_index: int) -> int:
@@ -58,13 +65,30 @@ def image_seed(base_seed: int, source_row: int, image_index: int) -> int:
 
 @dataclass
 class PromptTable:
-    """Rows to generate from: ``source_row`` (row in the CSV), ``prompt``, and the columns to copy."""
+    """Rows to generate from: ``source_row`` (row in the CSV), ``prompt``, and the columns to copy.
+
+    ``dataset_from`` says where ``dataset`` came from (``dataset column``, ``sidecar`` or ``nowhere``).
+    """
 
     frame: pd.DataFrame
     classes: list[str]
     source: str
     dataset: str
     n_duplicates_dropped: int = 0
+    dataset_from: str = "nowhere"
+
+    def carried(self) -> str:
+        """One log line: what travels from the prompts CSV into ``synthetic.csv`` and the manifest."""
+        other = [c for c in self.frame.columns if c not in ("source_row", "prompt", *self.classes)]
+        return (f"carried from {self.source} into synthetic.csv: dataset {self.dataset!r} ({self.dataset_from}); "
+                f"label columns: {', '.join(self.classes) or 'none'}; other columns: {', '.join(other) or 'none'}")
+
+
+def _label_columns(frame: pd.DataFrame, exclude: Sequence[str]) -> list[str]:
+    """Columns of a plain prompts CSV that hold labels: every value 1 / 0 / empty, at least one set."""
+    known = {*exclude, *REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, *COPIED_COLUMNS, *PROMPT_COLUMNS, "source_row"}
+    return [c for c in frame.columns if c not in known and frame[c].isin(LABEL_VALUES).all()
+            and frame[c].ne("").any()]
 
 
 def load_prompts(
@@ -85,13 +109,21 @@ def load_prompts(
     if len(raw) == 0:
         raise DataError(f"{path}: the CSV has no rows")
     raw.insert(0, "source_row", np.arange(len(raw)))
-    classes: list[str] = []
-    dataset = "unknown"
     if all(c in raw.columns for c in REQUIRED_COLUMNS):
         table = read_split_csv(path)
         classes, dataset = table.classes, table.dataset
-    else:
-        dataset = str(read_json_object(sidecar_path(path), "sidecar JSON").get("dataset", "unknown"))
+        dataset_from = "dataset column" if "dataset" in raw.columns else "sidecar"
+    else:  # a plain prompts CSV: labels are its 1/0/empty columns (or the sidecar's classes)
+        meta = read_json_object(sidecar_path(path), "sidecar JSON")
+        classes = [c for c in meta.get("classes") or [] if c in raw.columns] or _label_columns(
+            raw, [prompt_col or ""])
+        datasets = sorted({d for d in raw.get("dataset", pd.Series(dtype=str)) if d})
+        if datasets:
+            dataset, dataset_from = "+".join(datasets), "dataset column"
+        elif meta.get("dataset"):
+            dataset, dataset_from = str(meta["dataset"]), "sidecar"
+        else:
+            dataset, dataset_from = "unknown", "nowhere"
     if split:
         if "split" not in raw.columns:
             raise DataError(f"{path}: --split {split} given but the CSV has no 'split' column")
@@ -113,7 +145,8 @@ def load_prompts(
             raise DataError(f"--max-prompts must be at least 1, got {max_prompts}")
         frame = frame.head(max_prompts)
     keep_columns = ["source_row", "prompt", *[c for c in (*COPIED_COLUMNS, *classes) if c in frame.columns]]
-    return PromptTable(frame[keep_columns].reset_index(drop=True), classes, str(path), dataset, n_dropped)
+    return PromptTable(frame[keep_columns].reset_index(drop=True), classes, str(path), dataset, n_dropped,
+                       dataset_from)
 
 
 def build_plan(prompts: pd.DataFrame, images_per_prompt: int, seed: int) -> pd.DataFrame:
@@ -160,6 +193,9 @@ class GenerationConfig:
     dtype: str = "fp32"
     scheduler: str | None = None
     negative_prompt: str | None = None
+    true_cfg_scale: float | None = None
+    max_sequence_length: int | None = None
+    resolution_binning: bool = True
     seed: int = 0
     save_mode: str = "L"
     long_prompts: str = "report"
@@ -188,7 +224,8 @@ def check_run(out: Path, run: dict[str, Any]) -> None:
     if not path.exists():
         return
     previous = json.loads(path.read_text())
-    differ = [k for k in IMAGE_DEFINING if previous.get(k) != run.get(k)]
+    defaults = asdict(GenerationConfig(model="", prompts="", out=""))  # settings older runs did not record
+    differ = [k for k in IMAGE_DEFINING if previous.get(k, defaults.get(k)) != run.get(k)]
     if differ:
         details = "; ".join(f"{k}: {previous.get(k)!r} there, {run.get(k)!r} now" for k in differ)
         raise DataError(f"{out} holds a different generation run ({details}); use a new --out, or the same "
@@ -214,7 +251,14 @@ def _generate(config: GenerationConfig) -> Path:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from benchmark.pipelines import TEXT_TO_IMAGE, load_generator, resolve_dtype, run_batch
+    from benchmark.pipelines import (
+        CLASS_CONDITIONAL,
+        UNCONDITIONAL,
+        load_generator,
+        resolve_dtype,
+        resolve_options,
+        run_batch,
+    )
 
     state = PartialState(cpu=not torch.cuda.is_available())
     # Both libraries warn about every cut prompt, in every batch; the harness counts and reports them once.
@@ -232,16 +276,21 @@ def _generate(config: GenerationConfig) -> Path:
                            max_prompts=config.max_prompts, dedupe=config.dedupe_prompts)
     loaded = load_generator(config.model, revision=config.revision, dtype=dtype, device=state.device,
                             scheduler=config.scheduler, lora=config.lora)
+    options = resolve_options(loaded, guidance=config.guidance, negative_prompt=config.negative_prompt,
+                              true_cfg_scale=config.true_cfg_scale, max_sequence_length=config.max_sequence_length,
+                              resolution_binning=config.resolution_binning)
     plan = build_plan(prompts.frame, config.images_per_prompt, config.seed)
-    _check_plan_fits_model(plan, loaded.kind, prompts.source)
-    token_report = _token_report(plan, loaded)
+    _check_plan_fits_model(plan, loaded, prompts.source)
+    token_report = _token_report(plan, loaded.encoder_limits(options.record.get("max_sequence_length")))
     if token_report["n_over_limit"] and config.long_prompts == "error":
         raise DataError(f"{prompts.source}: {token_report['n_over_limit']} prompts exceed the tokenizer limit of "
                         f"{token_report['token_limit']} tokens (first rows: {token_report['examples']}); shorten "
                         "them or run with --long-prompts report")
-    plan["prompt_tokens"] = [str(n) for n in token_report.pop("tokens")]
+    for column, values in token_report.pop("columns").items():
+        plan[column] = values
     limit = token_report["token_limit"]
-    plan["prompt_truncated"] = ["1" if limit and int(n) > limit else "0" for n in plan["prompt_tokens"]]
+    added = token_report["encoders"].get(token_report["encoder"], {}).get("prefix_tokens", 0)
+    limit_text = f"{limit} tokens" + (f" ({added} of them the pipeline's own text before the prompt)" if added else "")
     plan_csv = plan.to_csv(index=False)
     run = {**asdict(config), "kind": loaded.kind, "scheduler": type(loaded.pipeline.scheduler).__name__,
            "plan_sha256": hashlib.sha256(plan_csv.encode()).hexdigest()}
@@ -252,11 +301,19 @@ def _generate(config: GenerationConfig) -> Path:
         if not (out / RUN_JSON).exists():
             atomic_write_text(out / RUN_JSON, json.dumps(run, indent=2, default=str) + "\n")
         atomic_write_text(out / PLAN_CSV, plan_csv)
+        print(prompts.carried(), file=sys.stderr)
+        if loaded.kind == UNCONDITIONAL and _has_labels(plan, prompts.classes):
+            print(f"warning: {loaded.pipeline_class} is unconditional: the labels of the prompts CSV are copied to "
+                  "synthetic.csv but do not condition the images", file=sys.stderr)
         if token_report["n_over_limit"]:
             print(f"warning: {token_report['n_over_limit']} of {token_report['n_prompts']} prompts "
-                  f"({token_report['share_over_limit']:.1%}) exceed the tokenizer limit of {limit} tokens; the "
+                  f"({token_report['share_over_limit']:.1%}) exceed the tokenizer limit of {limit_text}; the "
                   "pipeline's tokenizer cuts them (counted in manifest.json, prompt_truncated in synthetic.csv)",
                   file=sys.stderr)
+        for name, encoder in token_report["encoders"].items():
+            if encoder["n_over_limit"] and len(token_report["encoders"]) > 1:
+                print(f"note: {encoder['n_over_limit']} prompts exceed {name}'s limit of {encoder['limit']} tokens "
+                      f"({encoder['limit_source']}); prompt_truncated_{name} in synthetic.csv", file=sys.stderr)
     state.wait_for_everyone()
 
     batches = plan_batches(len(plan), config.batch_size)
@@ -276,79 +333,126 @@ def _generate(config: GenerationConfig) -> Path:
                 started = time.perf_counter()
                 images = run_batch(
                     loaded, prompts=rows["prompt"].tolist(),
-                    class_labels=[int(c) for c in rows["class_label"]] if "class_label" in rows and
-                    loaded.kind != TEXT_TO_IMAGE else None,
+                    class_labels=[int(c) for c in rows["class_label"]] if loaded.kind == CLASS_CONDITIONAL else None,
                     seeds=[int(s) for s in rows["seed"]], steps=config.steps, guidance=config.guidance,
-                    height=config.height, width=config.width, negative_prompt=config.negative_prompt)
+                    height=config.height, width=config.width, negative_prompt=config.negative_prompt,
+                    options=options)
                 seconds = time.perf_counter() - started
+                sizes = {"generated_size": list(loaded.last_generated_size or images.shape[1:3]),
+                         "image_size": list(images.shape[1:3])}
                 for offset, position in enumerate(positions):
                     if position in missing:
                         save_png(images[offset], out / names[position], config.save_mode)
                         part.write(json.dumps({"img_savename": names[position], "rank": state.process_index,
                                                "batch": batch_index, "seconds": seconds / len(positions),
-                                               "finished": utc_timestamp()}) + "\n")
+                                               **sizes, "finished": utc_timestamp()}) + "\n")
                 part.flush()
                 bar.update(len(positions))
         bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        manifest = {**_manifest_facts(config, loaded, prompts, token_report),
+        manifest = {**_manifest_facts(config, loaded, prompts, token_report, options.record),
                     "num_processes": state.num_processes, "device": str(state.device)}
         write_index(out, manifest)
+        indexed = json.loads((out / MANIFEST_JSON).read_text())
+        if indexed.get("generated_size") not in (None, indexed.get("image_size")):
+            (gh, gw), (h, w) = indexed["generated_size"], indexed["image_size"]
+            print(f"note: {loaded.pipeline_class} generated at {gh}x{gw} (resolution binning) and resized to "
+                  f"{h}x{w}; --no-resolution-binning generates at the requested size", file=sys.stderr)
     state.wait_for_everyone()
     return out
 
 
-def _check_plan_fits_model(plan: pd.DataFrame, kind: str, source: str) -> None:
+def _has_labels(plan: pd.DataFrame, classes: Sequence[str]) -> bool:
+    """Whether any planned row carries a class label or a 1/0 label."""
+    columns = [c for c in ("class_label", *classes) if c in plan.columns]
+    return bool(columns) and bool(plan[columns].ne("").to_numpy().any())
+
+
+def _check_plan_fits_model(plan: pd.DataFrame, loaded: Any, source: str) -> None:
+    """Stop before the first image when a row cannot be generated: the error names the CSV row and column."""
     from benchmark.pipelines import CLASS_CONDITIONAL, TEXT_TO_IMAGE
 
-    if kind == TEXT_TO_IMAGE:
+    def where(i: int) -> str:
+        row = int(plan["source_row"].iat[i])
+        return f"{source}: row {row + 1} (line {row + 2})"
+
+    if loaded.kind == TEXT_TO_IMAGE:
         empty = np.flatnonzero(plan["prompt"].str.strip().eq("").to_numpy())
         if empty.size:
-            raise DataError(f"{source}: row {int(plan['source_row'].iat[int(empty[0])]) + 1}: empty prompt for a "
-                            "text-to-image model")
-    if kind == CLASS_CONDITIONAL:
+            raise DataError(f"{where(int(empty[0]))}: empty prompt for a text-to-image model")
+    if loaded.kind == CLASS_CONDITIONAL:
         if "class_label" not in plan.columns:
             raise DataError(f"{source}: the model is class-conditional but the CSV has no 'class_label' column")
-        bad = np.flatnonzero(~plan["class_label"].str.fullmatch(r"\d+").to_numpy())
+        allowed = loaded.class_indices
+        valid = {str(c) for c in allowed}
+        bad = np.flatnonzero(~plan["class_label"].str.strip().isin(valid).to_numpy())
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"{source}: row {int(plan['source_row'].iat[i]) + 1}: class_label "
-                            f"{plan['class_label'].iat[i]!r} is not a class index (the model is class-conditional)")
+            null = f"; {loaded.null_class} is the null class" if loaded.null_class is not None else ""
+            raise DataError(f"{where(i)}: column 'class_label' has {plan['class_label'].iat[i]!r}, not one of the "
+                            f"UNet's classes {min(allowed)}..{max(allowed)}{null} (the model is class-conditional)")
 
 
-def _token_report(plan: pd.DataFrame, loaded: Any) -> dict[str, Any]:
-    """Prompt token counts against the tokenizer limit (text-to-image only)."""
-    limit = loaded.token_limit
+def _token_report(plan: pd.DataFrame, encoders: Sequence[Any]) -> dict[str, Any]:
+    """Prompt token counts against the limit each text encoder applies (text-to-image only).
+
+    A prompt is truncated (``prompt_truncated``) when the encoder that reads furthest cuts it, i.e. some of it
+    reaches no encoder; with several encoders each gets ``prompt_tokens_<tokenizer>`` /
+    ``prompt_truncated_<tokenizer>`` columns and an entry under ``encoders``.
+    """
     unique = plan.drop_duplicates("source_row")
-    if not loaded.tokenizers:
-        return {"token_limit": None, "n_prompts": len(unique), "n_over_limit": 0, "share_over_limit": 0.0,
-                "examples": [], "tokens": [0] * len(plan)}
-    counts = {p: loaded.count_tokens(p) for p in plan["prompt"].unique()}
-    tokens = [counts[p] for p in plan["prompt"]]
-    over = unique[[counts[p] > limit for p in unique["prompt"]]]
-    return {"token_limit": limit, "n_prompts": len(unique), "n_over_limit": len(over),
-            "share_over_limit": len(over) / max(1, len(unique)),
-            "examples": [int(r) + 1 for r in over["source_row"].head(5)], "tokens": tokens}
+    if not encoders:
+        return {"token_limit": None, "encoder": None, "n_prompts": len(unique), "n_over_limit": 0,
+                "share_over_limit": 0.0,
+                "examples": [], "encoders": {}, "columns": {"prompt_tokens": ["0"] * len(plan),
+                                                            "prompt_truncated": ["0"] * len(plan)}}
+    prompts = plan["prompt"].unique()
+    columns: dict[str, list[str]] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    over_by: dict[str, set[str]] = {}
+    for encoder in encoders:
+        counts = {p: encoder.count(p) for p in prompts}
+        over_by[encoder.component] = {p for p, n in counts.items() if encoder.limit is not None and n > encoder.limit}
+        n_over = int(unique["prompt"].isin(over_by[encoder.component]).sum())
+        facts[encoder.component] = {"tokenizer": type(encoder.tokenizer).__name__, "limit": encoder.limit,
+                                    "limit_source": encoder.source, "prefix_tokens": encoder.prefix_tokens,
+                                    "n_over_limit": n_over}
+        if len(encoders) > 1:
+            columns[f"prompt_tokens_{encoder.component}"] = [str(counts[p]) for p in plan["prompt"]]
+            columns[f"prompt_truncated_{encoder.component}"] = [
+                "1" if p in over_by[encoder.component] else "0" for p in plan["prompt"]]
+    furthest = max(encoders, key=lambda e: float("inf") if e.limit is None else e.limit)
+    counts = {p: furthest.count(p) for p in prompts}
+    over = over_by[furthest.component]
+    columns = {"prompt_tokens": [str(counts[p]) for p in plan["prompt"]],
+               "prompt_truncated": ["1" if p in over else "0" for p in plan["prompt"]], **columns}
+    over_rows = unique[unique["prompt"].isin(over).to_numpy()]
+    return {"token_limit": furthest.limit, "encoder": furthest.component, "n_prompts": len(unique),
+            "n_over_limit": len(over_rows),
+            "share_over_limit": len(over_rows) / max(1, len(unique)),
+            "examples": [int(r) + 1 for r in over_rows["source_row"].head(5)], "encoders": facts,
+            "columns": columns}
 
 
 def _manifest_facts(config: GenerationConfig, loaded: Any, prompts: PromptTable,
-                    token_report: dict[str, Any]) -> dict[str, Any]:
+                    token_report: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
+    """What ``manifest.json`` says about the run; ``applied`` holds the pipeline settings as really used."""
     scheduler = loaded.pipeline.scheduler
     return {
         "model": config.model, "revision": config.revision, "lora": config.lora,
         "pipeline_class": loaded.pipeline_class, "kind": loaded.kind,
         "scheduler": type(scheduler).__name__, "scheduler_config": dict(scheduler.config),
-        "steps": config.steps, "guidance": config.guidance, "height": config.height, "width": config.width,
+        "steps": config.steps, "requested_height": config.height, "requested_width": config.width, **applied,
         "dtype": config.dtype, "batch_size": config.batch_size, "images_per_prompt": config.images_per_prompt,
-        "negative_prompt": config.negative_prompt, "seed": config.seed,
+        "seed": config.seed,
         "seed_policy": "image seed = first 63 bits of sha256('<seed>/<source_row>/<image_index>'), one "
                        "torch.Generator per image (CPU); batches fixed by the plan and batch size",
         "safety_checker": "disabled",
         "prompts_csv": prompts.source, "split": config.split, "max_prompts": config.max_prompts,
         "dedupe_prompts": config.dedupe_prompts, "duplicate_prompts_dropped": prompts.n_duplicates_dropped,
         "dataset": prompts.dataset, "classes": prompts.classes, "save_mode": config.save_mode,
-        "long_prompts": {k: v for k, v in token_report.items() if k != "tokens"},
+        "long_prompts": token_report,
         "package_versions": package_versions(), "git_commit": git_commit(), "harness_version": __version__,
         "command": shlex.join(config.command),
     }
@@ -366,12 +470,17 @@ def write_index(out: str | Path, manifest_updates: dict[str, Any] | None = None)
         raise DataError(f"{out}: no {PLAN_CSV}; this folder was not made by benchmark.generate")
     plan = pd.read_csv(out / PLAN_CSV, dtype=str, keep_default_na=False)
     logged: set[str] = set()
+    sizes: dict[str, set[tuple[int, ...]]] = {"generated_size": set(), "image_size": set()}
     for part in sorted((out / PARTS_DIR).glob("rank-*.jsonl")):
         for number, line in enumerate(part.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                logged.add(json.loads(line)["img_savename"])
+                record = json.loads(line)
+                logged.add(record["img_savename"])
+                for key, found in sizes.items():
+                    if key in record:
+                        found.add(tuple(record[key]))
             except (json.JSONDecodeError, KeyError):
                 if number < len(part.read_text().splitlines()):  # only a cut-off last line is expected
                     raise DataError(f"{part}: line {number} is not a part record") from None
@@ -384,6 +493,13 @@ def write_index(out: str | Path, manifest_updates: dict[str, Any] | None = None)
         "complete": bool(exists.all()), "n_unlogged_images": len(set(done["img_savename"]) - logged),
         "indexed": utc_timestamp(),
     })
+    for key, found in sizes.items():  # [height, width]; the model's size differs under resolution binning
+        if len(found) == 1:
+            manifest[key] = list(found.pop())
+        elif found:
+            manifest[key] = sorted(list(size) for size in found)
+    if isinstance(manifest.get("image_size", [None])[0], int):
+        manifest["height"], manifest["width"] = manifest["image_size"]
     atomic_write_text(out / SYNTHETIC_CSV, done.to_csv(index=False))
     atomic_write_text(out / MANIFEST_JSON, json.dumps(manifest, indent=2, default=str) + "\n")
     return done
@@ -403,13 +519,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=env.get("SYNTHETIC_DIR"), help="synthetic set folder to write")
     parser.add_argument("--images-per-prompt", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, help="guidance scale (default: the pipeline's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the pipeline's; class-conditional "
+                        "UNets: classifier-free guidance, only with a null class)")
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
     parser.add_argument("--batch-size", type=int, default=int(env.get("BATCH_SIZE", "4")))
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
     parser.add_argument("--scheduler", help="diffusers scheduler class to use instead, e.g. DDIMScheduler")
-    parser.add_argument("--negative-prompt")
+    parser.add_argument("--negative-prompt", help="applied with classifier-free guidance (--guidance above 1; "
+                        "Flux: --true-cfg-scale above 1); refused where the pipeline would ignore it")
+    parser.add_argument("--true-cfg-scale", type=float,
+                        help="Flux: true classifier-free guidance against --negative-prompt (above 1)")
+    parser.add_argument("--max-sequence-length", type=int,
+                        help="T5/Gemma token limit, for pipelines that take one (SD3, Flux, PixArt, Sana, Lumina2)")
+    parser.add_argument("--no-resolution-binning", dest="resolution_binning", action="store_false",
+                        help="PixArt/Sana: generate at the requested size instead of the nearest trained bin")
     parser.add_argument("--seed", type=int, default=int(env.get("SEED", "0")))
     parser.add_argument("--save-mode", choices=("L", "RGB"), default="L", help="PNG mode (default greyscale)")
     parser.add_argument("--long-prompts", choices=("report", "error"), default="report",

@@ -44,6 +44,7 @@ import pandas as pd
 
 from benchmark.data import DataError, atomic_write_text, load_image
 from benchmark.results import ResultsFileError, read_results, results_dir
+from benchmark.stats import SIGNAL_ALPHA
 
 __all__ = ["SECTIONS", "Figure", "Note", "ReportResult", "Section", "Table", "build_report", "main"]
 
@@ -860,7 +861,7 @@ def _leaderboard(section: Section, pretrained: _Pretrained | None, retrained: _F
         many = len(pretrained.classifiers) > 1
         for classifier in pretrained.classifiers:
             suffix = f" [{classifier}]" if many else ""
-            auroc_col, chance_col = f"pretrained AUROC{suffix}", f"classes above chance{suffix}"
+            auroc_col, chance_col = f"pretrained AUROC{suffix}", f"classes with label signal{suffix}"
             gap_col = f"real − synthetic AUROC{suffix}"
             mine = f.text("classifier") == classifier
             real = mine & (f.text("image_source") == REAL)
@@ -873,15 +874,17 @@ def _leaderboard(section: Section, pretrained: _Pretrained | None, retrained: _F
                     continue
                 auroc = f.num("auroc")[rows]
                 numbers[key][auroc_col] = float(auroc.mean()) if auroc.notna().any() else math.nan
-                above = int((f.num("auroc_ci_low")[rows] > 0.5).sum())
-                numbers[key][chance_col] = f"{above}/{int(auroc.notna().sum())}"
+                holm = f.num("auroc_p_above_chance_holm")[rows]
+                numbers[key][chance_col] = (f"{int((holm < SIGNAL_ALPHA).sum())}/{int(auroc.notna().sum())}"
+                                            if holm.notna().any() else "not recorded")
                 gap = f.num("auroc_diff_real_minus_synthetic")[rows]
                 numbers[key][gap_col] = float(gap.mean()) if gap.notna().any() else math.nan
             text_columns.add(chance_col)
             sort_columns.append((auroc_col, False))
             captions.append(f"*{auroc_col}*: classifier `{classifier}`, the synthetic images' AUROC averaged over "
                             f"the evaluable classes (the real row: the real test images); *{chance_col}*: classes "
-                            "whose AUROC CI lies above 0.5.")
+                            "the classifier finds above chance (one-sided Mann-Whitney test of AUROC > 0.5, "
+                            f"Holm-adjusted over the classes, family-wise alpha {SIGNAL_ALPHA}).")
     if len(retrained):
         f = retrained
         means = f.text("seed") == "mean"

@@ -36,6 +36,9 @@ from sklearn.metrics import (
 
 METRICS: tuple[str, ...] = ("auroc", "accuracy", "precision", "recall", "specificity", "f1")
 MIN_RESAMPLES = 1000
+# Family-wise error rate of "the classifier finds this class above chance", over the classes of one image source
+# (Holm-adjusted one-sided tests, :func:`auroc_above_chance_p`).
+SIGNAL_ALPHA = 0.05
 # Upper bound on elements of one (resamples x samples) work array; bootstrap resamples are drawn in chunks of
 # rows below it. The chunk size depends only on the sample size, so results are reproducible for a given seed.
 _CHUNK_ELEMENTS = 2_000_000
@@ -43,6 +46,8 @@ _CHUNK_ELEMENTS = 2_000_000
 __all__ = [
     "METRICS",
     "MIN_RESAMPLES",
+    "SIGNAL_ALPHA",
+    "auroc_above_chance_p",
     "binary_metrics",
     "bootstrap_indices",
     "bootstrap_metrics",
@@ -579,6 +584,28 @@ def mean_ci_over_seeds(values: Sequence[float], confidence: float = 0.95) -> dic
     std = float(v.std(ddof=1))
     half = float(_sps.t.ppf(0.5 + c / 2, df=n - 1)) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def auroc_above_chance_p(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """One-sided p-value of AUROC > 0.5: the Mann-Whitney U test that positives score higher than negatives.
+
+    AUROC equals U / (n_pos * n_neg), so this tests exactly "the classifier ranks positives above negatives more
+    often than chance" under the null that scores do not depend on the label (scipy's exact test for small samples
+    without ties, the tie-corrected normal approximation otherwise).
+
+    Args:
+        y_true: shape (n,), 0/1 labels.
+        y_score: shape (n,), finite scores.
+
+    Returns:
+        p in [0, 1]; NaN when one label is absent (AUROC undefined).
+    """
+    y = _labels(y_true)
+    s = _scores(y_score, y.size)
+    positives, negatives = s[y == 1], s[y == 0]
+    if positives.size == 0 or negatives.size == 0:
+        return float("nan")
+    return float(_sps.mannwhitneyu(positives, negatives, alternative="greater").pvalue)
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:

@@ -4,10 +4,16 @@ Multi-label training with a masked binary cross-entropy (unknown labels, NaN, do
 (``loss``: positive weights; ``sampler``: a weighted sampler), light affine augmentation, AdamW, and model selection
 on a *real* validation set (mean AUROC over classes, early stopping with patience). Runs on one CPU, one GPU, or DDP
 over processes / GPUs / nodes when started by ``accelerate launch`` (mixed precision on GPU).
+
+Reproducibility: the shuffle order comes from a seeded generator in the main process and each image's augmentation
+from its own seed ``(seed, epoch, index)``, so neither depends on ``num_workers``. On CPU the trained weights also
+depend on the intra-op thread count (oneDNN splits the convolution weight gradient's batch reduction by thread);
+``cpu_threads`` fixes it for the duration of training so that numbers are the same on any machine of the same kind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -41,12 +47,15 @@ class TrainConfig:
     patience: int = 3
     num_workers: int = 0
     mixed_precision: str = "no"
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.balance not in ("none", "loss", "sampler"):
             raise ValueError(f"balance must be none, loss or sampler, got {self.balance!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1 (or None for torch's setting), got {self.cpu_threads}")
 
 
 @dataclass
@@ -81,21 +90,57 @@ def load_tensors(paths: Sequence[str | Path], size: int, num_workers: int = 0) -
 
 
 class _Augmented(Dataset):
-    """Small random affine changes (rotation, shift, scale) of each image, background filled with black."""
+    """Small random affine changes (rotation, shift, scale) of each image, background filled with black.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool):
+    The change of image ``index`` in epoch ``epoch`` is drawn from its own seed ``(seed, epoch, index)``, so it is
+    the same whichever DataLoader worker (and however many) loads it. Set ``epoch`` before each pass.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, seed: int = 0):
         from torchvision.transforms import v2
 
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.seed, self.epoch = images, labels, seed, 0
         self.transform = (v2.RandomAffine(degrees=7, translate=(0.05, 0.05), scale=(0.93, 1.07), fill=-1024.0)
                           if augment else None)
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def sample_seed(self, index: int) -> int:
+        """The seed of image ``index``'s augmentation in the current epoch."""
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, np.uint64)[0] >> 1)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[index]
-        return (self.transform(image) if self.transform else image), self.labels[index]
+        if self.transform is None:
+            return image, self.labels[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.sample_seed(index))
+            return self.transform(image), self.labels[index]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: numpy's and Python's generators in a worker follow torch's worker seed (which
+    comes from the loader's seeded generator), as PyTorch's reproducibility notes recommend."""
+    import random
+
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+@contextlib.contextmanager
+def cpu_thread_count(threads: int | None, device: torch.device):
+    """Run the block with ``threads`` intra-op torch threads when on CPU (``None``: leave torch's setting)."""
+    if threads is None or device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,8 +177,16 @@ def train_classifier(
 
     Images are file paths (decoded once) or tensors ``(N, 1, S, S)`` in [-1024, 1024]; labels ``(N, C)`` float with
     1 / 0 / NaN. Under ``accelerate launch`` the batches are shared over processes (DDP); every process returns the
-    same selected model.
+    same selected model. On CPU, ``config.cpu_threads`` (when set) is the intra-op thread count during training.
     """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with cpu_thread_count(config.cpu_threads, device):
+        return _train_classifier(train_images, train_labels, val_images, val_labels, config, progress=progress,
+                                 description=description)
+
+
+def _train_classifier(train_images, train_labels, val_images, val_labels, config: TrainConfig, *, progress: bool,
+                      description: str) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -150,7 +203,7 @@ def train_classifier(
     pos_weight = (negatives / positives.clamp_min(1)).clamp(max=100.0) if config.balance == "loss" else None
 
     generator = torch.Generator().manual_seed(config.seed)
-    dataset = _Augmented(train_x, train_y, config.augment)
+    dataset = _Augmented(train_x, train_y, config.augment, seed=config.seed)
     sampler = None
     if config.balance == "sampler":
         rarest = torch.nan_to_num(train_y, nan=0.0) / positives.clamp_min(1)
@@ -159,7 +212,8 @@ def train_classifier(
         sampler = WeightedRandomSampler(weights.double(), num_samples=len(dataset), replacement=True,
                                         generator=generator)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                        generator=generator, num_workers=config.num_workers, drop_last=len(dataset) > config.batch_size)
+                        generator=generator, num_workers=config.num_workers, worker_init_fn=seed_worker,
+                        drop_last=len(dataset) > config.batch_size)
     model = make_densenet(n_outputs, config.init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # accelerate's scheduler wrapper steps the schedule once per process on every optimiser step (each process
@@ -174,6 +228,7 @@ def train_classifier(
     best_state: dict[str, torch.Tensor] | None = None
     epochs_without_gain = 0
     for epoch in range(1, config.epochs + 1):
+        dataset.epoch = epoch  # each image's augmentation seed; workers (re)start with it every epoch
         model.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"{description} epoch {epoch}/{config.epochs}", unit="batch", leave=False,

@@ -4,7 +4,9 @@ as well as in the real ones?
 A pretrained classifier scores the real test images and the synthetic images made from the same prompts / labels.
 Per class and image source: n, positives, AUROC, accuracy, precision, recall, specificity and F1 at a stated
 threshold, each with a stratified bootstrap 95% CI, and the real-minus-synthetic difference with its CI and p-value
-(unpaired: the images differ). The core (:func:`evaluate`) takes labels and scores and returns a table; the stage
+(unpaired: the images differ), and whether the classifier finds each class above chance at all: a one-sided
+Mann-Whitney p-value of AUROC > 0.5, Holm-adjusted over the classes of one image source (``label_signal``).
+The core (:func:`evaluate`) takes labels and scores and returns a table; the stage
 function (:func:`run_pretrained_stage`) loads, guards against leakage, scores, writes and plots.
 """
 
@@ -26,7 +28,14 @@ from benchmark.label_mapping import ClassMapping, class_scores, map_classes
 from benchmark.leakage import LeakageDecision, check_leakage
 from benchmark.results import run_dir, upsert_rows
 from benchmark.scoring import score_images
-from benchmark.stats import METRICS, bootstrap_metrics, unpaired_difference
+from benchmark.stats import (
+    METRICS,
+    SIGNAL_ALPHA,
+    auroc_above_chance_p,
+    bootstrap_metrics,
+    holm_adjust,
+    unpaired_difference,
+)
 from benchmark.synthetic import SyntheticSet
 
 LOG = logging.getLogger(__name__)
@@ -72,7 +81,11 @@ def evaluate(
 
     ``labels[source]`` is ``(N, C)`` with 1 / 0 / NaN (unknown, masked per class); ``scores[source]`` is ``(N, C)``
     class scores (NaN columns for classes that are not evaluable). Sources are ``real`` and ``synthetic``.
-    Synthetic rows also carry the real-minus-synthetic difference of each metric with CI and p-value.
+    Synthetic rows also carry the real-minus-synthetic difference of each metric with CI and p-value. Every row
+    carries ``auroc_p_above_chance`` (one-sided Mann-Whitney p of AUROC > 0.5), its Holm adjustment over the
+    evaluable classes of the same source (``auroc_p_above_chance_holm``) and ``label_signal`` (adjusted p below
+    :data:`SIGNAL_ALPHA`): with several classes, "some class has a CI above 0.5" happens by chance alone far more
+    often than 5% of the time; the adjusted test keeps that family-wise rate at 5%.
     """
     rows: list[dict[str, Any]] = []
     for j, mapping in enumerate(mappings):
@@ -92,6 +105,7 @@ def evaluate(
                 for metric in METRICS:
                     row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = estimates[metric]
                 row["sanity_flag"] = (SANITY_FLAG if source == "real" and row["auroc_ci_high"] < 0.5 else "")
+                row["auroc_p_above_chance"] = auroc_above_chance_p(y, s)
             rows.append(row)
         if mapping.evaluable and {"real", "synthetic"} <= per_source.keys():
             (y_real, s_real), (y_syn, s_syn) = per_source["real"], per_source["synthetic"]
@@ -107,7 +121,22 @@ def evaluate(
                         continue
                     target[f"{name}_diff_ci_low"], target[f"{name}_diff_ci_high"] = low, high
                     target[f"{name}_diff_p_value"] = p
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return add_label_signal(table)
+
+
+def add_label_signal(table: pd.DataFrame, alpha: float = SIGNAL_ALPHA) -> pd.DataFrame:
+    """Holm-adjust ``auroc_p_above_chance`` over the classes of each image source and set ``label_signal``
+    (adjusted p < ``alpha``). Classes without a p-value (not evaluable, one label absent) are left out."""
+    table = table.copy()
+    if "auroc_p_above_chance" not in table:
+        table["auroc_p_above_chance"] = np.nan
+    table["auroc_p_above_chance"] = table["auroc_p_above_chance"].astype(float)
+    table["auroc_p_above_chance_holm"] = np.nan
+    for _, index in table.groupby("image_source").groups.items():
+        table.loc[index, "auroc_p_above_chance_holm"] = holm_adjust(table.loc[index, "auroc_p_above_chance"])
+    table["label_signal"] = table["auroc_p_above_chance_holm"] < alpha
+    return table
 
 
 @dataclass

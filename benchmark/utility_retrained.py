@@ -106,6 +106,7 @@ class RetrainedConfig:
     patience: int = 3
     mixed_precision: str = "no"
     num_workers: int = 0
+    cpu_threads: int | None = None
     with_replacement: bool = False
     synthetic_from: str = "any"
     baseline: str | None = None
@@ -168,6 +169,9 @@ def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     group.add_argument("--patience", type=int, default=default.patience, help="early stopping on real val AUROC")
     group.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=default.mixed_precision)
+    group.add_argument("--cpu-threads", type=int, default=default.cpu_threads,
+                       help="on CPU, train with this many torch threads (CPU results depend on the thread count; "
+                            "fix it for numbers that are the same on every machine; default: torch's setting)")
     group.add_argument("--with-replacement", action="store_true",
                        help="a size larger than what exists repeats images instead of stopping")
     group.add_argument("--synthetic-from", choices=("any", "train"), default=default.synthetic_from,
@@ -186,7 +190,7 @@ def retrained_config_from_args(args: argparse.Namespace) -> RetrainedConfig:
         seeds=tuple(int(s) for s in str(args.seeds).split(",") if s.strip()), task=args.task,
         image_size=args.image_size, epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr,
         weight_decay=args.weight_decay, balance=args.balance, init=args.init, augment=not args.no_augment,
-        patience=args.patience, mixed_precision=args.mixed_precision,
+        patience=args.patience, mixed_precision=args.mixed_precision, cpu_threads=args.cpu_threads,
         num_workers=int(getattr(args, "num_workers", 0) or 0), with_replacement=args.with_replacement,
         synthetic_from=args.synthetic_from, baseline=args.baseline, threshold=args.decision_threshold,
         n_resamples=int(getattr(args, "n_resamples", 2000)), stats_seed=int(getattr(args, "seed", 0) or 0),
@@ -933,7 +937,8 @@ def _train_unit(unit: Unit, x: torch.Tensor, y: np.ndarray, val_x: torch.Tensor,
     train_config = TrainConfig(image_size=config.image_size, epochs=config.epochs, batch_size=config.batch_size,
                                lr=config.lr, weight_decay=config.weight_decay, seed=unit.seed, init=config.init,
                                balance=config.balance, augment=config.augment, patience=config.patience,
-                               num_workers=config.num_workers, mixed_precision=config.mixed_precision)
+                               num_workers=config.num_workers, mixed_precision=config.mixed_precision,
+                               cpu_threads=config.cpu_threads)
     targets = {"all": slice(None)} if config.task == "multilabel" else {c: slice(j, j + 1) for j, c in
                                                                         enumerate(classes)}
     out: dict[str, Any] = {"models": {}, "histories": {}, "best_epochs": {}, "best_val_auroc": {}}

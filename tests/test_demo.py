@@ -3,13 +3,20 @@ generators, and rows in all three results tables (the session's ``demo_results``
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from benchmark.phantoms import FINDINGS
 from benchmark.results import read_results
-from benchmark.utility_metrics import main
+from benchmark.stats import SIGNAL_ALPHA
+from benchmark.utility_metrics import RANKING_RULE, main
+from tests.conftest import REPO_ROOT
 
 DEMO_MODELS = {"demo-faithful", "demo-label-blind", "demo-untrained-ddpm"}
 pytestmark = pytest.mark.slow
@@ -18,6 +25,51 @@ pytestmark = pytest.mark.slow
 def test_demo_exits_zero_and_ranks_faithful_over_label_blind_over_untrained(demo_results) -> None:
     assert demo_results.status == 0, demo_results.output
     assert "ranking: demo-faithful > demo-label-blind > demo-untrained-ddpm -> as expected" in demo_results.output
+    assert RANKING_RULE in demo_results.output and "Holm-adjusted over the classes" in RANKING_RULE
+
+
+def test_only_the_faithful_generator_carries_label_signal_by_a_wide_margin(demo_results) -> None:
+    # Measured (the demo, seed 0): faithful's Holm-adjusted p 1.7e-7 (mass) to 8e-18 (cardiomegaly); label-blind's
+    # smallest 0.97, the untrained DDPM's 1.0, against alpha 0.05. Realism orders the two label-blind ones: Frechet
+    # distance 34 (phantoms) against 8967 (noise). With demo seeds 1 and 2 the order held too: faithful's largest p
+    # 1.4e-7, the label-blind ones' smallest 0.08-1.0 (under the null it is uniform: a false signal has chance <= 5%).
+    rows = read_results("utility_pretrained", demo_results.results_dir)
+    synthetic = rows[rows["image_source"] == "synthetic"]
+    holm = synthetic.groupby("model_name")["auroc_p_above_chance_holm"].apply(lambda p: p.astype(float).to_numpy())
+    assert holm["demo-faithful"].max() < 1e-4
+    assert holm["demo-label-blind"].min() > SIGNAL_ALPHA and holm["demo-untrained-ddpm"].min() > SIGNAL_ALPHA
+    assert set(synthetic.loc[synthetic["label_signal"] == "True", "model_name"]) == {"demo-faithful"}
+
+
+def test_the_untrained_ddpm_maps_every_class_to_one_embedding(demo_results) -> None:
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(demo_results.demo_dir / "synthetic" / "untrained_ddpm_model" / "unet")
+    weight = unet.class_embedding.weight.detach()
+    assert weight.shape[0] == len(FINDINGS) and bool((weight == weight[0]).all()) and weight.abs().sum() > 0
+
+
+def test_demo_pretrained_rows_are_identical_with_one_thread_and_two_workers(demo_results, tmp_path: Path) -> None:
+    # The session's demo ran in-process with --num-workers 0 and the session's torch threads; this one runs in a
+    # fresh process with OMP_NUM_THREADS=1, --num-workers 2 and its own classifier cache (so it trains the demo
+    # classifier again, under the other setting). Every number must be the same.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNTHCXR_ASSETS": str(tmp_path / "assets"),
+           "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for variable in ("REAL_CSV", "SYNTHETIC_DIR", "MODEL_NAME", "RESULTS_DIR", "EXTRA_INFO", "CLASSES"):
+        env.pop(variable, None)
+    done = subprocess.run([sys.executable, "-m", "benchmark.utility_metrics", "--demo-dir", str(tmp_path / "demo"),
+                           "--results-dir", str(tmp_path / "results"), "--stage", "pretrained", "--num-workers", "2"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ours = read_results("utility_pretrained", demo_results.results_dir)
+    theirs = read_results("utility_pretrained", tmp_path / "results")
+    where = {"run_id", "timestamp", "synthetic_dir", "config_hash", "git_commit"}  # where and when, not what
+    columns = [c for c in ours.columns if c not in where]
+    assert list(theirs.columns) == list(ours.columns) and len(ours) == len(theirs) == 24
+    key = ["model_name", "image_source", "class"]
+    ours, theirs = (frame.sort_values(key).reset_index(drop=True)[columns] for frame in (ours, theirs))
+    pd.testing.assert_frame_equal(ours, theirs)
+    assert np.isfinite(pd.to_numeric(ours["auroc"])).all()
 
 
 def test_demo_writes_pretrained_rows_with_a_leakage_free_classifier(demo_results) -> None:
@@ -27,7 +79,7 @@ def test_demo_writes_pretrained_rows_with_a_leakage_free_classifier(demo_results
     assert rows["classifier"].str.fullmatch(r"demo-densenet121-[0-9a-f]{16}").all()  # no checkout path in the key
     assert (rows["leakage"] == "none").all()  # the classifier population is disjoint from the demo's real data
     faithful = rows[(rows["model_name"] == "demo-faithful") & (rows["image_source"] == "synthetic")]
-    assert faithful["auroc"].astype(float).min() > 0.7
+    assert faithful["auroc"].astype(float).min() > 0.7  # measured: 0.82-1.0; demo seeds 1, 2: 0.80 and 0.81
 
 
 def test_demo_writes_retrained_rows_for_every_setting_and_seed(demo_results) -> None:
@@ -37,7 +89,9 @@ def test_demo_writes_retrained_rows_for_every_setting_and_seed(demo_results) -> 
     assert {"0", "1", "mean"} <= set(rows["seed"])
     assert set(rows["class"]) == set(FINDINGS)
     real = rows[(rows["setting"] == "real") & (rows["seed"] == "mean")]
-    assert real["auroc"].astype(float).min() > 0.7  # measured: normal 0.79, cardiomegaly 0.97, mass 0.82, effusion 0.87
+    # real:200, 6 epochs, measured over training seeds 0-5 one by one: normal 0.81-0.85, cardiomegaly 0.97-1.0, mass
+    # 0.77-0.82, effusion 0.88-0.96; the demo's mean over seeds 0 and 1 is higher than the lowest single seed.
+    assert real["auroc"].astype(float).min() > 0.7
     assert set(rows.loc[rows["setting"] == "synthetic", "n_synthetic"]) == {"100", "200"}  # points of a data-size curve
 
 

@@ -80,6 +80,8 @@ def test_class_conditional_model_loads_by_path_and_writes_a_synthetic_set(models
     assert manifest["kind"] == "class-conditional" and manifest["pipeline_class"] == "ClassConditionalPipeline"
     assert manifest["scheduler"] == "DDPMScheduler" and manifest["steps"] == 4 and manifest["complete"]
     assert manifest["dataset"] == "demo" and manifest["classes"] == CLASSES
+    assert manifest["guidance"] == 1.0 and manifest["guidance_mode"] == "none"  # no null class: no guidance
+    assert manifest["negative_prompt"] is None and manifest["generated_size"] == [16, 16]
     assert "version_torch" in manifest["package_versions"] and "--split" in manifest["command"]
 
 

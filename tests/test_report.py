@@ -130,8 +130,9 @@ def test_leaderboard_lists_the_demo_models_with_the_values_of_the_csvs(demo_repo
         auroc = _numbers(synthetic, "auroc").mean()
         assert rows[model][header.index("pretrained AUROC")] == f"{auroc:.3f}"
         assert demo_report.leaderboard.set_index("model").loc[model, "pretrained AUROC"] == pytest.approx(auroc)
-        above = int((_numbers(synthetic, "auroc_ci_low") > 0.5).sum())
-        assert rows[model][header.index("classes above chance")] == f"{above}/{len(synthetic)}"
+        found = int((_numbers(synthetic, "auroc_p_above_chance_holm") < 0.05).sum())  # Holm over the classes
+        assert rows[model][header.index("classes with label signal")] == f"{found}/{len(synthetic)}"
+        assert found == (len(synthetic) if model == "demo-faithful" else 0)
         overall = quality[(quality["model_name"] == model) & (quality["class"] == "overall")]
         assert rows[model][header.index("FID")] == f"{float(overall['fid'].iloc[0]):.2f}"
         assert rows[model][header.index("coverage")] == f"{float(overall['coverage'].iloc[0]):.3f}"

@@ -18,6 +18,7 @@ from benchmark.label_mapping import NORMAL_RULE, class_scores, map_classes, pars
 from benchmark.leakage import LeakageError, check_leakage
 from benchmark.preprocess import RangeError, check_xrv_range, xrv_input
 from benchmark.results import read_results
+from benchmark.stats import holm_adjust
 from benchmark.synthetic import write_synthetic_set
 from benchmark.utility_metrics import main as utility_main
 from benchmark.utility_pretrained import SANITY_FLAG, evaluate
@@ -134,6 +135,22 @@ def test_metrics_equal_scikit_learn_and_gap_is_reported() -> None:
     synthetic = table[table["image_source"] == "synthetic"].iloc[0]
     assert synthetic["auroc_diff_real_minus_synthetic"] == pytest.approx(real["auroc"] - synthetic["auroc"])
     assert synthetic["auroc_diff_p_value"] < 0.01 and synthetic["auroc_diff_ci_low"] > 0
+
+
+def test_label_signal_is_holm_adjusted_over_the_classes_of_each_source() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random((150, 3)) < 0.3).astype(float)
+    scores = np.stack([y[:, 0] * 0.5 + rng.random(150), rng.random(150), rng.random(150)], axis=1)  # 1 of 3 found
+    mappings = map_classes(["cardiomegaly", "effusion", "mass"], ["Cardiomegaly", "Effusion", "Mass"])
+    table = evaluate({"real": y, "synthetic": y}, {"real": scores, "synthetic": scores[::-1].copy()}, mappings,
+                     {m.name: 0.5 for m in mappings}, n_resamples=1000)
+    real = table[table["image_source"] == "real"].set_index("class")
+    raw = real["auroc_p_above_chance"].to_numpy()
+    assert raw[0] < 1e-6 and list(real["label_signal"]) == [True, False, False]
+    np.testing.assert_allclose(real["auroc_p_above_chance_holm"], holm_adjust(raw))  # within the source only
+    assert real.loc["cardiomegaly", "auroc_p_above_chance_holm"] == pytest.approx(3 * raw[0])
+    synthetic = table[table["image_source"] == "synthetic"]  # scores shuffled away from their labels
+    assert not synthetic["label_signal"].any()
 
 
 def test_sanity_gate_flags_an_inverted_class() -> None:

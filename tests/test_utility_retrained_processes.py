@@ -54,7 +54,7 @@ def test_two_process_cpu_run_trains_one_valid_model_and_writes_once(small: dict[
     results = tmp_path / "results"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "benchmark.utility_retrained", "--real", str(small["split"]), "--synthetic",
-               str(small["synthetic"]), "--model-name", "ddp", "--settings", "real", "--epochs", "3",
+               str(small["synthetic"]), "--model-name", "ddp", "--settings", "real", "--epochs", "6",
                "--results-dir", str(results), *COMMON, "--train-batch-size", "8"]  # per process: 16 in all
     done = subprocess.run(command, cwd=REPO_ROOT, env=_env(threads=1), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -72,11 +72,14 @@ def test_two_process_cpu_run_trains_one_valid_model_and_writes_once(small: dict[
     scores = classifier.predict(load_tensors(stored["image"].tolist(), SIZE)).numpy()
     np.testing.assert_allclose(scores, stored[[f"score:{c}" for c in real.classes]].to_numpy(), atol=1e-5)
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
-    assert roc_auc_score(stored["label:cardiomegaly"], stored["score:cardiomegaly"]) > 0.75
+    # Measured over training seeds 0, 1, 2 (this test runs seed 0): cardiomegaly 0.947-0.953 (with 3 epochs it was
+    # 0.43-0.94, so the test trains 6).
+    assert roc_auc_score(stored["label:cardiomegaly"], stored["score:cardiomegaly"]) > 0.8
     history = json.loads((unit / "history.json").read_text())["histories"]["all"]
-    assert [h["epoch"] for h in history] == [1, 2, 3] and all(np.isfinite(h["val_mean_auroc"]) for h in history)
-    # The one-cycle schedule spans all 3 epochs with 2 processes too (not run through by the end of epoch 2).
-    assert history[1]["lr"] > 0.1 * 3e-3 and history[2]["lr"] < 1e-5
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(h["val_mean_auroc"]) for h in history)
+    # The one-cycle schedule spans all 6 epochs with 2 processes too (not run through by the end of epoch 3).
+    assert history[2]["lr"] > 0.1 * 3e-3 and history[5]["lr"] < 1e-5
 
 
 def test_a_sweep_killed_mid_way_resumes_with_the_units_not_done(small: dict[str, Path], tmp_path: Path,
