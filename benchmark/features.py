@@ -150,7 +150,33 @@ def process_state() -> Any:
     from accelerate import PartialState
 
     cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu)
+    release_process_group_at_exit()
+    return state
+
+
+def release_process_group_at_exit() -> None:
+    """Destroy the torch.distributed process group (if one was started) when the interpreter exits.
+
+    A gloo group left to the interpreter's teardown can abort a process after its work is done ("terminate called
+    without an active exception", SIGABRT), which turns a finished ``torchrun`` run into a failed one. Idempotent.
+    """
+    import atexit
+
+    global _RELEASE_REGISTERED
+    if not _RELEASE_REGISTERED:
+        atexit.register(_destroy_process_group)
+        _RELEASE_REGISTERED = True
+
+
+_RELEASE_REGISTERED = False
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _default_device(device: str | torch.device | None) -> torch.device:

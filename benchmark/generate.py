@@ -251,6 +251,7 @@ def _generate(config: GenerationConfig) -> Path:
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from benchmark.features import release_process_group_at_exit
     from benchmark.pipelines import (
         CLASS_CONDITIONAL,
         UNCONDITIONAL,
@@ -261,6 +262,7 @@ def _generate(config: GenerationConfig) -> Path:
     )
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    release_process_group_at_exit()
     # Both libraries warn about every cut prompt, in every batch; the harness counts and reports them once.
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()

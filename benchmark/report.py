@@ -63,6 +63,9 @@ STAGE_COMMANDS: dict[str, str] = {
     "utility_retrained": "./scripts/utility_metrics.sh --stage retrained --real CSV --synthetic DIR --model-name NAME",
     "image_quality_metrics": "./scripts/image_quality_metrics.sh --real CSV --synthetic DIR --model-name NAME "
                              "--per-class",
+    "privacy_metrics": "./scripts/privacy_metrics.sh --real CSV --synthetic DIR --model-name NAME --reid-train",
+    "alignment_metrics": "./scripts/privacy_metrics.sh --real CSV --synthetic DIR --model-name NAME "
+                         "--alignment-model MODEL",
 }
 PRETRAINED_METRICS: tuple[str, ...] = ("auroc", "accuracy", "precision", "recall", "f1")
 #: the columns of the RoentGen-shaped table; mirrors ``benchmark.utility_retrained.TABLE_METRICS`` (not imported:
@@ -835,6 +838,78 @@ def _memorisation_section(section: Section, frame: _Frame, results: Path, figure
                                  "features and pixels)"))
 
 
+# ------------------------------------------------------------------------------- re-identification, alignment
+
+
+def _privacy_tables(section: Section, frame: _Frame, results: Path, figures: _Figures) -> None:
+    """Re-identification rows beside memorisation (a note with the command when the stage has not run)."""
+    if len(frame) == 0:
+        section.note(f"Patient re-identification has no rows yet: `{STAGE_COMMANDS['privacy_metrics']}` writes "
+                     "`privacy_metrics.csv`.")
+        return
+    f = frame
+    section.note("Patient re-identification: a Siamese same-patient model scores every synthetic image against its "
+                 "nearest real *training* image; the threshold keeps the false-match rate on real pairs of "
+                 "different patients (val images and their nearest training image); held-out real test images "
+                 "scored the same way give the chance level. The model's own verification AUROC on val patients "
+                 "says whether it works at all. Bootstrap 95% CIs over images.")
+    columns = ["model", "re-id model", "class", "re-id AUROC (val) [95% CI]", "mean score [95% CI]",
+               "max score [95% CI]", "above threshold [95% CI]", "held-out real above (chance) [95% CI]",
+               "FMR", "n synthetic / train", "notes"]
+    rows = []
+    for i in f.frame.index:
+        def ci(name: str, digits: int = 3, i: int = i) -> str:
+            return _fmt_ci(f.num(name).iloc[i], f.num(f"{name}_ci_low").iloc[i], f.num(f"{name}_ci_high").iloc[i],
+                           digits)
+
+        rows.append([_label(f.text("model_name").iloc[i], f.text("extra_info").iloc[i]),
+                     Path(f.text("reid_model").iloc[i]).name or MISSING, f.text("class").iloc[i],
+                     ci("reid_val_auroc"), ci("reid_mean"), ci("reid_max"), ci("reid_share_above"),
+                     ci("real_reid_share_above"), _fmt(f.num("reid_fmr").iloc[i]),
+                     f"{_count(f.text('reid_n_synthetic').iloc[i])} / {_count(f.text('reid_n_train').iloc[i])}",
+                     f.text("notes").iloc[i]])
+    section.add(Table(columns, rows))
+    for i in f.frame.index[f.text("class") == "overall"]:
+        label = _label(f.text("model_name").iloc[i], f.text("extra_info").iloc[i])
+        candidates = [Path(d) / "reid_closest.png" for d in (f.text("report_dir").iloc[i],) if d]
+        folder = _run_folder(results, f.text("run_id").iloc[i])
+        if folder is not None:
+            candidates.append(folder / "reid_closest.png")
+        png = next((p for p in candidates if p.is_file()), None)
+        if png is None:
+            section.lack(f"re-identified pairs of {label}: `reid_closest.png` is missing "
+                         f"(run `{f.text('run_id').iloc[i] or MISSING}`)")
+            continue
+        section.add(Figure(figures.copy(png, f"reid_{label}"), f"Most re-identifiable synthetic images of {label} "
+                                                                "and their nearest training image"))
+
+
+def _alignment_table(section: Section, frame: _Frame) -> None:
+    """Text-image alignment per class (a note with the command when the stage has not run)."""
+    if len(frame) == 0:
+        section.note(f"Text-image alignment has no rows yet: `{STAGE_COMMANDS['alignment_metrics']}` writes "
+                     "`alignment_metrics.csv`.")
+        return
+    f = frame
+    section.note("Text-image alignment: cosine of image and prompt embeddings in a vision-language model, per class; "
+                 "shuffled prompts (each image with another image's prompt) are the chance level, the real test "
+                 "images on their own prompts the reference. Bootstrap 95% CIs over images.")
+    columns = ["model", "alignment model", "class", "n synthetic / real", "synthetic [95% CI]",
+               "synthetic, shuffled prompts", "gain over shuffled [95% CI]", "real test [95% CI]",
+               "real gain over shuffled [95% CI]"]
+    rows = []
+    for i in f.frame.index:
+        def ci(name: str, i: int = i) -> str:
+            return _fmt_ci(f.num(name).iloc[i], f.num(f"{name}_ci_low").iloc[i], f.num(f"{name}_ci_high").iloc[i])
+
+        rows.append([_label(f.text("model_name").iloc[i], f.text("extra_info").iloc[i]),
+                     Path(f.text("alignment_model").iloc[i]).name or MISSING, f.text("class").iloc[i],
+                     f"{_count(f.text('alignment_n').iloc[i])} / {_count(f.text('real_alignment_n').iloc[i])}",
+                     ci("alignment_mean"), ci("alignment_shuffled_mean"), ci("alignment_gain"),
+                     ci("real_alignment_mean"), ci("real_alignment_gain")])
+    section.add(Table(columns, rows))
+
+
 # -------------------------------------------------------------------------------------------- leaderboard
 
 
@@ -1091,6 +1166,9 @@ def build_report(results: str | Path | None = None, out: str | Path | None = Non
     _quality_section(sections["image-quality"], frames["image_quality_metrics"], figures)
     _samples_section(sections["samples"], pretrained, folder, figures, n_samples)
     _memorisation_section(sections["memorisation"], frames["image_quality_metrics"], folder, figures)
+    privacy_frame, alignment_frame = _load("privacy_metrics", folder), _load("alignment_metrics", folder)
+    _privacy_tables(sections["memorisation"], privacy_frame, folder, figures)
+    _alignment_table(sections["image-quality"], alignment_frame)
     owner = {"utility_pretrained": "pretrained", "utility_retrained": "retrained",
              "image_quality_metrics": "image-quality"}
     for table, frame in frames.items():

@@ -58,6 +58,9 @@ RESULT_TABLES: dict[str, tuple[str, ...]] = {
     "image_quality_metrics": ("model_name", "extra_info", "feature_extractor", "class"),
     "utility_pretrained": ("model_name", "extra_info", "classifier", "image_source", "class"),
     "utility_retrained": ("model_name", "extra_info", "setting", "n_real", "n_synthetic", "seed", "class"),
+    # Beyond SPEC §4 (README "Privacy and alignment"): the privacy stage's re-identification and alignment rows.
+    "privacy_metrics": ("model_name", "extra_info", "reid_model", "class"),
+    "alignment_metrics": ("model_name", "extra_info", "alignment_model", "class"),
 }
 #: key columns that may be empty (every other key column needs a value).
 OPTIONAL_KEY_COLUMNS: frozenset[str] = frozenset({"extra_info"})

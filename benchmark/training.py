@@ -191,7 +191,10 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    from benchmark.features import release_process_group_at_exit
+
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    release_process_group_at_exit()
     set_seed(config.seed, device_specific=False)
     train_x = train_images if isinstance(train_images, torch.Tensor) else _load(train_images, config)
     val_x = val_images if isinstance(val_images, torch.Tensor) else _load(val_images, config)

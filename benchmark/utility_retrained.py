@@ -849,7 +849,11 @@ def _distributed_state() -> Any:
     GPU). Created first without ``cpu``, it would miss a CPU launch by torchrun / accelerate: one process each."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    from benchmark.features import release_process_group_at_exit
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    release_process_group_at_exit()
+    return state
 
 
 def _model_checksum(model: torch.nn.Module) -> str:

@@ -9,7 +9,12 @@ chunked search must reproduce. Peak memory is the process's resident-set high-wa
 before it through /proc/self/clear_refs on Linux), and the CUDA peak when running on a GPU.
 
     python benchmarks/nn_scale.py                      # 10k, 20k full; 75k partial (CPU-friendly)
-    python benchmarks/nn_scale.py --full-up-to 75000   # everything in full (use a GPU)
+    python benchmarks/nn_scale.py --full-up-to 75000   # everything in full (about 15 min on 2 CPU cores)
+
+Also: memorisation's nearest-training-image search (:func:`benchmark.memorisation.feature_neighbours`, cosine) as
+seconds per 1,000 synthetic images against N real training images, and PRDC against the ``prdc`` package (Naeem et
+al.'s reference code, ``pip install -r benchmarks/requirements.txt``) at ``--package-n``, which it holds in memory
+(it builds full N x N distance matrices): same figures, time and peak memory side by side.
 
 Not run by the test suite.
 """
@@ -29,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.fidelity import chunked_knn, prdc, resolve_device
+from benchmark.memorisation import feature_neighbours
 
 
 def _reset_peak() -> bool:
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-up-to", type=int, default=20000, help="largest N to run PRDC on in full")
     parser.add_argument("--partial-queries", type=int, default=4096, help="queries of the partial pass above that")
     parser.add_argument("--baseline-n", type=int, default=4000, help="size of the brute-force baseline")
+    parser.add_argument("--package-n", type=int, default=5000, help="size of the comparison with the prdc package")
+    parser.add_argument("--memorisation-queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -123,8 +131,38 @@ def main(argv: list[str] | None = None) -> int:
             what = f"PRDC extrapolated from {q} queries"
         print(f"{n:>7} {what:<34} {shown:>9.1f} {rate / 1e6:>10.1f} {rate / base_rate:>7.2f} {rss:>12.0f} "
               f"{cuda:>8.0f} {features_mb:>12.0f} {matrix_gb:>15.1f}")
+        q = min(args.memorisation_queries, n)
+        _, seconds, rss, cuda = measure(lambda r=real, f=fake, q=q: feature_neighbours(
+            f[:q], r, r.mean(axis=0), device=device), device)
+        print(f"{n:>7} {f'memorisation NN, {q} synthetic':<34} {seconds:>9.1f} {q * n / seconds / 1e6:>10.1f} "
+              f"{q * n / seconds / base_rate:>7.2f} {rss:>12.0f} {cuda:>8.0f} {features_mb:>12.0f} "
+              f"{'-':>15}   -> {seconds * 1000 / q:.1f} s per 1,000 synthetic images")
         del real, fake
+    print()
+    compare_with_package(args, rng, device)
     return 0
+
+
+def compare_with_package(args: argparse.Namespace, rng: np.random.Generator, device: torch.device) -> None:
+    """PRDC of benchmark.fidelity against the ``prdc`` package on the same features of ``--package-n`` rows."""
+    try:
+        from prdc import compute_prdc
+    except ImportError:
+        print("prdc package not installed (pip install -r benchmarks/requirements.txt): comparison skipped")
+        return
+    n = args.package_n
+    real = rng.standard_normal((n, args.dim), dtype=np.float32)
+    fake = rng.standard_normal((n, args.dim), dtype=np.float32) + np.float32(0.02)
+    ours, our_s, our_rss, _ = measure(lambda: prdc(real, fake, args.k, device=device), device)
+    theirs, their_s, their_rss, _ = measure(lambda: compute_prdc(real, fake, args.k), device)
+    print(f"PRDC at {n} x {n}, {args.dim} dims, k {args.k}: {'':<8} {'time_s':>8} {'peak RSS MB':>12}  "
+          "precision  recall  density  coverage")
+    for name, result, seconds, rss in (("benchmark.fidelity.prdc", ours, our_s, our_rss),
+                                       ("prdc.compute_prdc", theirs, their_s, their_rss)):
+        values = (result.precision, result.recall, result.density, result.coverage) if hasattr(result, "k") else (
+            result["precision"], result["recall"], result["density"], result["coverage"])
+        print(f"  {name:<32} {seconds:>8.1f} {rss:>12.0f}  " + "  ".join(f"{v:.4f}" for v in values))
+    print(f"  time ratio (package / ours): {their_s / our_s:.2f}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.results import RESULT_TABLES, read_results, table_path
-from benchmark.run_all import STAGES, ConfigError, Runner, args_to_argv, load_config
+from benchmark.results import read_results, table_path
+from benchmark.run_all import RUN_ALL_TABLES, STAGES, ConfigError, Runner, args_to_argv, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "scripts" / "run_all.sh"
@@ -106,7 +106,7 @@ def test_first_run_runs_every_stage_and_fills_every_table(demo: DemoRun) -> None
     assert scripts == [str(REPO_ROOT / "scripts" / name) for name in
                        ("make_splits.sh", "generate.sh", "image_quality_metrics.sh", "utility_metrics.sh",
                         "report.sh")]
-    for table in RESULT_TABLES:
+    for table in RUN_ALL_TABLES:
         rows = read_results(table, demo.results)
         assert (rows["model_name"] == DEMO_MODEL).any(), f"no {DEMO_MODEL} rows in {table}"
     assert set(read_results("utility_pretrained", demo.results)["image_source"]) == {"real", "synthetic"}
@@ -134,7 +134,7 @@ def test_changed_setting_reruns_that_stage_only(demo: DemoRun, changed) -> None:
     for stage in ("splits", "generation", "image_quality", "utility"):
         assert f"skip {stage}: complete (" in run.stdout
     assert [command.split()[0].rsplit("/", 1)[1] for command in run.commands] == ["report.sh"]
-    for table in RESULT_TABLES:
+    for table in RUN_ALL_TABLES:
         assert after[str(table_path(table, demo.results))] == before[str(table_path(table, demo.results))]
     report = str(demo.results / "report" / "report.html")
     assert after[report] != before[report]

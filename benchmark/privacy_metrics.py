@@ -1,0 +1,301 @@
+"""``./scripts/privacy_metrics.sh``: patient re-identification and text-image alignment of a synthetic set.
+
+Owns the privacy stage end to end: :func:`evaluate` (the pure core: split + synthetic set + loaded models in,
+result rows and per-image frames out) and :func:`main` (the CLI). Rows go to ``results/privacy_metrics.csv``
+(keyed by model_name, extra_info, reid_model, class) and ``results/alignment_metrics.csv`` (model_name,
+extra_info, alignment_model, class); per-image scores, the closest re-identified pairs (PNG) and a trained
+re-id checkpoint go under ``results/runs/<run_id>/``.
+
+* Re-identification (:mod:`benchmark.privacy`): ``--reid-model PATH`` loads CheXGenBench's Siamese ResNet-50
+  state dict (``--reid-arch`` for other backbones), or ``--reid-train`` trains one on the split's *train* patients
+  with two or more images, selected on *val* patients. Each synthetic image is scored against every train image;
+  the threshold is set at ``--fmr`` on val images' best matches (different patients); the *test* images scored the
+  same way are the chance level. The re-id model's verification AUROC on val pairs is in every row.
+* Alignment (:mod:`benchmark.alignment`, ``--alignment-model NAME_OR_DIR``): cosine of image and prompt
+  embeddings per synthetic image, against shuffled prompts (chance), with the real test images on their own
+  prompts as the reference; overall and per class.
+
+Nothing is written until every figure is computed: bad input stops the run with a :class:`DataError` naming the
+file, and existing results stay as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark import alignment as align
+from benchmark import privacy
+from benchmark.cli import add_set_arguments
+from benchmark.data import DataError, SplitTable, load_image, read_split_csv
+from benchmark.features import square_float
+from benchmark.provenance import new_run_id
+from benchmark.results import run_dir, upsert_rows
+from benchmark.synthetic import SyntheticSet, read_synthetic_set
+from benchmark.training import load_tensors
+
+OVERALL = "overall"
+GRID_PAIRS = 12
+PRIVACY_TABLE = "privacy_metrics"  # keys in benchmark.results.RESULT_TABLES: model_name, extra_info, reid_model, class
+ALIGNMENT_TABLE = "alignment_metrics"  # keys: model_name, extra_info, alignment_model, class
+
+
+@dataclass
+class PrivacyOptions:
+    """Everything that shapes the figures (also hashed into each row's ``config_hash``)."""
+
+    image_size: int = privacy.DEFAULT_IMAGE_SIZE
+    fmr: float = privacy.DEFAULT_FMR
+    bootstrap: int = 1000
+    seed: int = 0
+    batch_size: int = 32
+    num_workers: int = 0
+    device: str = "auto"
+    train: privacy.ReidTrainConfig | None = None
+    per_class: bool = True
+
+
+@dataclass
+class PrivacyReport:
+    """What :func:`evaluate` found: rows of both tables, the per-image frames and the re-id model (trained or
+    loaded)."""
+
+    privacy_rows: list[dict[str, Any]] = field(default_factory=list)
+    alignment_rows: list[dict[str, Any]] = field(default_factory=list)
+    reid: privacy.ReidResult | None = None
+    reid_model: privacy.SiameseReID | None = None
+    train_history: list[dict[str, float]] = field(default_factory=list)
+    alignment_frame: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _patients_with_pairs(split: SplitTable) -> int:
+    return int((split.frame["patient_id"].value_counts() >= 2).sum())
+
+
+def _class_masks(classes: Sequence[str], labels: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    return [(OVERALL, np.ones(len(labels), bool))] + [(c, labels[:, j] == 1) for j, c in enumerate(classes)]
+
+
+def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions, *,
+             reid_model: privacy.SiameseReID | None = None, aligner: align.AlignmentModel | None = None
+             ) -> PrivacyReport:
+    """Compute both analyses (each only when its model is given, or ``options.train`` asks for training)."""
+    report = PrivacyReport()
+    train, val, test = real.subset("train"), real.subset("val"), real.subset("test")
+    syn_labels = synthetic.labels() if synthetic.classes else np.zeros((len(synthetic.frame), 0))
+    test_labels = test.labels() if synthetic.classes else np.zeros((len(test.frame), 0))
+    classes = synthetic.classes if options.per_class else []
+    if reid_model is not None or options.train is not None:
+        if len(train.frame) == 0:
+            raise DataError(f"{real.source}: no train rows to re-identify against")
+        if len(test.frame) == 0:
+            raise DataError(f"{real.source}: no test rows for the chance level of re-identification")
+        load = {"size": options.image_size, "num_workers": options.num_workers}
+        train_x = load_tensors(train.image_paths(), **load)
+        val_x = load_tensors(val.image_paths(), **load) if len(val.frame) else torch.zeros(0, 1, 1, 1)
+        if options.train is not None:
+            if _patients_with_pairs(train) == 0:
+                raise DataError(f"{real.source}: no train patient has two or more images; a re-identification "
+                                "model cannot be trained on this split (give --reid-model instead)")
+            if _patients_with_pairs(val) == 0:
+                raise DataError(f"{real.source}: no val patient has two or more images to validate the trained "
+                                "re-identification model on")
+            trained = privacy.train_reid(train_x, train.frame["patient_id"].tolist(), val_x,
+                                         val.frame["patient_id"].tolist(), options.train)
+            reid_model, report.train_history = trained.model, trained.history
+        assert reid_model is not None
+        emb = {"batch_size": options.batch_size, "device": options.device}
+        e_syn = privacy.embed_images(reid_model, load_tensors(synthetic.image_paths(), **load), **emb)
+        e_train = privacy.embed_images(reid_model, train_x, **emb)
+        e_val = privacy.embed_images(reid_model, val_x, **emb) if len(val.frame) else np.zeros((0, e_train.shape[1]),
+                                                                                                np.float32)
+        e_test = privacy.embed_images(reid_model, load_tensors(test.image_paths(), **load), **emb)
+        result = privacy.reid_check(reid_model, e_syn, e_train, train.frame["patient_id"].tolist(), e_val,
+                                    val.frame["patient_id"].tolist(), e_test, fmr=options.fmr, seed=options.seed,
+                                    device=options.device)
+        report.reid, report.reid_model = result, reid_model
+        report.notes.extend(result.notes)
+        if not privacy.is_monotone(reid_model):
+            report.notes.append("re-id model has positive fc_end weights: an exact copy need not get its highest "
+                                "same-patient probability")
+        for name, mask in _class_masks(classes, syn_labels):
+            real_mask = np.ones(len(test.frame), bool) if name == OVERALL else test_labels[:, classes.index(name)] == 1
+            if not mask.any():
+                continue
+            report.privacy_rows.append({"class": name, **privacy.summary_row(
+                result, mask, real_mask, n_resamples=options.bootstrap, seed=options.seed)})
+    if aligner is not None:
+        syn_images = [square_float(load_image(p)) for p in synthetic.image_paths()]
+        real_images = [square_float(load_image(p)) for p in test.image_paths()]
+        s_own, s_shuf = align.alignment_scores(align.embed_images(aligner, syn_images, options.batch_size),
+                                               align.embed_texts(aligner, synthetic.frame["prompt"].tolist()),
+                                               seed=options.seed)
+        r_own, r_shuf = align.alignment_scores(align.embed_images(aligner, real_images, options.batch_size),
+                                               align.embed_texts(aligner, test.frame["prompt"].tolist()),
+                                               seed=options.seed)
+        report.alignment_frame = pd.DataFrame({"source": ["synthetic"] * len(s_own) + ["real"] * len(r_own),
+                                               "image_path": [*map(str, synthetic.image_paths()),
+                                                              *map(str, test.image_paths())],
+                                               "prompt": [*synthetic.frame["prompt"], *test.frame["prompt"]],
+                                               "alignment": np.concatenate([s_own, r_own]),
+                                               "alignment_shuffled": np.concatenate([s_shuf, r_shuf])})
+        for name, mask in _class_masks(classes, syn_labels):
+            real_mask = np.ones(len(test.frame), bool) if name == OVERALL else test_labels[:, classes.index(name)] == 1
+            if not mask.any():
+                continue
+            row = {"class": name, **align.aggregate(s_own[mask], s_shuf[mask], n_resamples=options.bootstrap,
+                                                    seed=options.seed)}
+            row.update(align.aggregate(r_own[real_mask], r_shuf[real_mask], n_resamples=options.bootstrap,
+                                       seed=options.seed, prefix="real_alignment"))
+            report.alignment_rows.append(row)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of ``privacy_metrics.sh``; environment variables (SPEC §3) are the defaults, flags win."""
+    p = argparse.ArgumentParser(prog="privacy_metrics.sh", description=__doc__.splitlines()[0])
+    add_set_arguments(p, "comma-separated classes (default: the split's)")
+    p.add_argument("--reid-model", default=None, help="re-id checkpoint: CheXGenBench's Siamese ResNet-50 state dict "
+                   "(or one saved by --reid-train)")
+    p.add_argument("--reid-train", action="store_true", help="train the re-id model on the split's train patients")
+    p.add_argument("--reid-arch", choices=privacy.ARCHITECTURES, default="resnet50")
+    p.add_argument("--reid-image-size", type=int, default=privacy.DEFAULT_IMAGE_SIZE)
+    p.add_argument("--reid-features", type=int, default=privacy.DEFAULT_N_FEATURES, help="embedding size (training)")
+    p.add_argument("--reid-epochs", type=int, default=10)
+    p.add_argument("--reid-lr", type=float, default=1e-4)
+    p.add_argument("--reid-batch-size", type=int, default=32)
+    p.add_argument("--cpu-threads", type=int, default=None, help="fixed torch threads while training on CPU")
+    p.add_argument("--fmr", type=float, default=privacy.DEFAULT_FMR, help="false-match rate of the re-id threshold")
+    p.add_argument("--alignment-model", default=None, help="transformers dual encoder (hub id or saved folder)")
+    p.add_argument("--trust-remote-code", action="store_true", help="for alignment models with custom code")
+    p.add_argument("--no-per-class", action="store_true")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def _grid(report: PrivacyReport, folder: Path, synthetic: SyntheticSet, train: SplitTable) -> Path:
+    from benchmark.memorisation import plot_closest_pairs
+
+    assert report.reid is not None
+    frame = report.reid.frame
+    syn_paths, train_paths = synthetic.image_paths(), train.image_paths()
+    order = np.argsort(-frame["reid_score"].to_numpy(), kind="stable")[:GRID_PAIRS]
+    pairs = []
+    for i in order:
+        j = int(frame["reid_nn"].iat[int(i)])
+        caption = (f"{syn_paths[i].name}{' ABOVE' if frame['reid_above'].iat[int(i)] else ''}\n"
+                   f"same-patient p {frame['reid_score'].iat[int(i)]:.4f} (thr {report.reid.threshold:.4f})\n"
+                   f"train: {train_paths[j].name} ({train.frame['patient_id'].iat[j]})")
+        pairs.append((square_float(load_image(syn_paths[i])), square_float(load_image(train_paths[j])), caption))
+    return plot_closest_pairs(pairs, folder / "reid_closest.png", title="Most re-identifiable synthetic images")
+
+
+def run(args: argparse.Namespace) -> dict[str, Path]:
+    """Read the inputs, evaluate, write the run folder and the rows; returns the written results CSVs."""
+    if not args.real or not args.synthetic:
+        raise DataError("give --real CSV and --synthetic DIR (or set REAL_CSV and SYNTHETIC_DIR)")
+    if not (args.reid_model or args.reid_train or args.alignment_model):
+        raise DataError("nothing to do: give --reid-model PATH or --reid-train, and/or --alignment-model NAME")
+    if args.reid_model and args.reid_train:
+        raise DataError("give either --reid-model or --reid-train, not both")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    real = read_split_csv(args.real, image_root=args.image_root, classes=classes)
+    try:
+        synthetic = read_synthetic_set(args.synthetic, classes=None if args.no_per_class else real.classes)
+    except DataError as exc:  # a set without label columns (a registered flat folder): overall rows only
+        if "unknown class" not in str(exc):
+            raise
+        print(f"note: {exc}; only overall rows", file=sys.stderr)
+        synthetic = read_synthetic_set(args.synthetic, classes=[])
+    train_config = privacy.ReidTrainConfig(
+        arch=args.reid_arch, n_features=args.reid_features, epochs=args.reid_epochs, batch_size=args.reid_batch_size,
+        lr=args.reid_lr, seed=args.seed, cpu_threads=args.cpu_threads, device=args.device) if args.reid_train else None
+    options = PrivacyOptions(image_size=args.reid_image_size, fmr=args.fmr, bootstrap=args.bootstrap, seed=args.seed,
+                             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                             train=train_config, per_class=not args.no_per_class)
+    reid_model = privacy.load_reid_model(args.reid_model, args.reid_arch) if args.reid_model else None
+    aligner = (align.load_alignment_model(args.alignment_model, device=args.device,
+                                          trust_remote_code=args.trust_remote_code) if args.alignment_model else None)
+    report = evaluate(real, synthetic, options, reid_model=reid_model, aligner=aligner)
+    model_name = args.model_name or synthetic.model_name
+    run_id = new_run_id("privacy")
+    folder = run_dir(run_id, args.results_dir)
+    written: dict[str, Path] = {}
+    base = {"model_name": model_name, "extra_info": args.extra_info or "", "real_csv": real.source,
+            "real_dataset": real.dataset, "synthetic_dir": str(synthetic.root), "seed": args.seed,
+            "report_dir": str(folder)}
+    config = {"options": asdict(options), "real": str(args.real), "synthetic": str(args.synthetic),
+              "reid_model": args.reid_model, "alignment_model": args.alignment_model}
+    if report.reid is not None:
+        reid_name = str(Path(args.reid_model).resolve()) if args.reid_model else \
+            f"trained:{args.reid_arch}-{args.reid_image_size}px-seed{args.seed}"
+        checkpoint = Path(reid_name)
+        if args.reid_train:
+            checkpoint = privacy.save_reid_model(report.reid_model, folder / "reid_model.pt")
+            (folder / "reid_training.json").write_text(json.dumps(
+                {"arch": args.reid_arch, "image_size": args.reid_image_size, "history": report.train_history,
+                 "config": asdict(train_config)}, indent=2, default=float) + "\n")
+        train = real.subset("train")
+        per_image = report.reid.frame.copy()
+        per_image.insert(0, "synthetic_path", [str(p) for p in synthetic.image_paths()])
+        per_image["reid_nn_path"] = [str(train.image_paths()[j]) for j in per_image["reid_nn"]]
+        per_image["reid_nn_patient"] = [train.frame["patient_id"].iat[j] for j in per_image["reid_nn"]]
+        per_image.to_csv(folder / "reid_scores.csv", index=False)
+        _grid(report, folder, synthetic, train)
+        rows = [{**base, "reid_model": reid_name, "reid_checkpoint": str(checkpoint), "reid_arch": args.reid_arch,
+                 "reid_image_size": args.reid_image_size,
+                 **row, "notes": "; ".join(report.notes)} for row in report.privacy_rows]
+        written[PRIVACY_TABLE] = upsert_rows(PRIVACY_TABLE, rows, results_dir=args.results_dir, config=config,
+                                             run_id=run_id)
+        overall = rows[0]
+        print(f"{model_name} re-id [{reid_name}]: val AUROC {_fmt(overall.get('reid_val_auroc'))}, "
+              f"mean {_fmt(overall['reid_mean'])}, max {_fmt(overall['reid_max'])}, share above threshold "
+              f"{_fmt(overall['reid_share_above'])} (chance: held-out real {_fmt(overall['real_reid_share_above'])})")
+    if report.alignment_frame is not None:
+        report.alignment_frame.to_csv(folder / "alignment_scores.csv", index=False)
+        rows = [{**base, "alignment_model": args.alignment_model, **row} for row in report.alignment_rows]
+        written[ALIGNMENT_TABLE] = upsert_rows(ALIGNMENT_TABLE, rows, results_dir=args.results_dir, config=config,
+                                               run_id=run_id)
+        for row in rows:
+            print(f"  alignment {row['class']}: {_fmt(row['alignment_mean'])} (shuffled prompts "
+                  f"{_fmt(row['alignment_shuffled_mean'])}; real test {_fmt(row['real_alignment_mean'])})")
+    print(f"wrote {', '.join(str(p) for p in written.values())}; per-image scores in {folder}")
+    return written
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
