@@ -6,8 +6,11 @@ re-identification scores of a synthetic set.
 
 Tensor contract: images are float32 ``(N, 1, S, S)`` in [-1024, 1024] (xrv's range, as
 :func:`benchmark.training.load_tensors` returns them); the network converts them for its backbone (ResNet:
-[0, 1], repeated to 3 channels, ImageNet-normalised; xrv DenseNet-121: as is). Embeddings are ``(N, F)`` in
-[0, 1] (sigmoid); a pair's same-patient logit is ``fc_end(|e_a - e_b|)`` and its probability the sigmoid of it.
+[0, 1] repeated to 3 channels, then as its ``input_scaling`` says: ``"unit"`` leaves [0, 1] as is, which is what
+CheXGenBench's released checkpoint was trained on (``Resize((224, 224))`` + ``ToTensor()`` of an RGB image),
+``"imagenet"`` normalises with ImageNet's mean and std (models trained here); xrv DenseNet-121: as is).
+Embeddings are ``(N, F)`` in [0, 1] (sigmoid); a pair's same-patient logit is ``fc_end(|e_a - e_b|)`` and its
+probability the sigmoid of it.
 
 Scores: every synthetic image's nearest real *training* image in the re-id embedding space (Euclidean, searched
 in blocks with bounded memory) and that pair's same-patient probability, its re-id score. The decision threshold
@@ -20,6 +23,7 @@ chance level.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,12 +46,17 @@ ARCHITECTURES: tuple[str, ...] = ("resnet50", "densenet121", "resnet18", "resnet
 DEFAULT_FMR = 0.01
 DEFAULT_N_FEATURES = 128
 DEFAULT_IMAGE_SIZE = 224
+INPUT_SCALINGS: tuple[str, ...] = ("unit", "imagenet")
+CHEXGENBENCH_INPUT_SCALING = "unit"  # a checkpoint without a sidecar is read as CheXGenBench's
+TRAINED_INPUT_SCALING = "imagenet"
+SIDECAR_FORMAT = "synthcxr-reid/1"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 EXPECTED_KEYS_HELP = ("CheXGenBench's Siamese ResNet-50 state dict: 'model.conv1.weight' (64, 3, 7, 7), "
                       "'model.bn1.*', 'model.layer1.*' ... 'model.layer4.*', 'model.fc.weight' (F, 2048), "
                       "'model.fc.bias' (F,), 'fc_end.weight' (1, F), 'fc_end.bias' (1,); optionally wrapped in "
-                      "{'state_dict': ...} and/or prefixed 'module.'")
+                      "{'state_dict': ...} and/or prefixed 'module.' (CheXGenBench's "
+                      "ResNet-50_epoch11_data_handling_RPN.pth is a plain torch.save(model.state_dict()))")
 
 
 class _XrvDenseNet(nn.Module):
@@ -84,12 +93,20 @@ def _backbone(arch: str, n_features: int) -> nn.Module:
 
 
 class SiameseReID(nn.Module):
-    """Same-patient verification network: ``model`` (backbone with ``fc`` to F features), ``fc_end`` (F -> 1)."""
+    """Same-patient verification network: ``model`` (backbone with ``fc`` to F features), ``fc_end`` (F -> 1).
+    ``input_scaling`` (ResNet backbones): ``"unit"`` feeds [0, 1] (CheXGenBench), ``"imagenet"`` ImageNet-normalised
+    input; the xrv DenseNet takes xrv's range and has ``"xrv"``."""
 
-    def __init__(self, arch: str = "resnet50", n_features: int = DEFAULT_N_FEATURES) -> None:
+    def __init__(self, arch: str = "resnet50", n_features: int = DEFAULT_N_FEATURES,
+                 input_scaling: str = TRAINED_INPUT_SCALING) -> None:
         super().__init__()
+        if arch == "densenet121":
+            input_scaling = "xrv"
+        elif input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"unknown re-id input scaling {input_scaling!r}; use one of {', '.join(INPUT_SCALINGS)}")
         self.arch = arch
         self.n_features = n_features
+        self.input_scaling = input_scaling
         self.model = _backbone(arch, n_features)
         self.fc_end = nn.Linear(n_features, 1)
         self.register_buffer("_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -100,6 +117,8 @@ class SiameseReID(nn.Module):
         if self.arch == "densenet121":
             return images
         x = ((images + 1024.0) / 2048.0).expand(-1, 3, -1, -1)
+        if self.input_scaling == "unit":
+            return x
         return (x - self._mean) / self._std
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -130,13 +149,36 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_reid_model(path: str | Path, arch: str = "resnet50") -> SiameseReID:
+def sidecar_path(path: str | Path) -> Path:
+    """Where :func:`save_reid_model` writes a checkpoint's config: ``reid_model.pt`` -> ``reid_model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        config = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{side}: unreadable re-identification config ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != SIDECAR_FORMAT:
+        return {}  # some other file of that name: not ours, ignore it
+    return config
+
+
+def load_reid_model(path: str | Path, arch: str | None = None, input_scaling: str | None = None) -> SiameseReID:
     """A :class:`SiameseReID` from a state dict file (CheXGenBench's layout, see ``EXPECTED_KEYS_HELP``), in eval
-    mode on CPU. The feature count F comes from ``fc_end.weight``. Stops with :class:`DataError` naming the file
-    for an unreadable file or a checkpoint with other keys or shapes."""
+    mode on CPU. The feature count F comes from ``fc_end.weight``; ``arch`` and ``input_scaling`` from the
+    arguments, else the checkpoint's sidecar (``<name>.json``, written by :func:`save_reid_model`), else
+    CheXGenBench's (``resnet50``, ``"unit"``). Stops with :class:`DataError` naming the file for an unreadable
+    file or a checkpoint with other keys or shapes."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: re-identification checkpoint not found")
+    sidecar = _read_sidecar(path)
+    arch = arch or sidecar.get("arch") or "resnet50"
+    input_scaling = input_scaling or sidecar.get("input_scaling") or CHEXGENBENCH_INPUT_SCALING
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -147,7 +189,7 @@ def load_reid_model(path: str | Path, arch: str = "resnet50") -> SiameseReID:
         found = ", ".join(list(state)[:6]) + (" ..." if len(state) > 6 else "")
         raise DataError(f"{path}: no 'fc_end.weight' of shape (1, F) (found keys: {found}); "
                         f"expected {EXPECTED_KEYS_HELP}")
-    model = SiameseReID(arch, int(fc_end.shape[1]))
+    model = SiameseReID(arch, int(fc_end.shape[1]), input_scaling)
     missing, unexpected = _key_differences(model, state)
     if missing or unexpected:
         raise DataError(f"{path}: not a {arch} re-identification checkpoint: missing keys {missing[:5]}"
@@ -301,7 +343,7 @@ def train_reid(train_images: torch.Tensor, train_patients: Sequence[Any], val_im
     dev = resolve_device(config.device)
     with cpu_thread_count(config.cpu_threads, dev):
         torch.manual_seed(config.seed)
-        model = SiameseReID(config.arch, config.n_features).to(dev)
+        model = SiameseReID(config.arch, config.n_features, TRAINED_INPUT_SCALING).to(dev)
         with torch.no_grad():  # start monotone: a larger embedding difference never raises the probability
             model.fc_end.weight.copy_(-model.fc_end.weight.abs())
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -360,16 +402,21 @@ class ReidResult:
     fmr: float
     n_train: int
     notes: tuple[str, ...] = ()
+    n_calibration_patients: int = 0
 
 
 def reid_check(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, train_patients: Sequence[Any],
                val: np.ndarray, val_patients: Sequence[Any], real: np.ndarray, *, fmr: float = DEFAULT_FMR,
-               seed: int = 0, device: str | torch.device | None = "auto") -> ReidResult:
+               seed: int = 0, device: str | torch.device | None = "auto",
+               real_patients: Sequence[Any] | None = None) -> ReidResult:
     """Re-identification of every synthetic embedding (``(N, F)``) against the training embeddings.
 
     The threshold is the ``1 - fmr`` quantile of the val images' best training-match probability (real pairs of
     different patients: splits are by patient); when there are no val images, training images against training
-    images of other patients are used instead (noted). ``real``: held-out test embeddings (chance level).
+    images of other patients are used instead (noted). ``real``: held-out test embeddings (chance level), of
+    ``real_patients`` when given (kept in ``real_frame["patient"]``, so their CIs resample patients).
+    When the calibration images are fewer than ``1 / fmr`` the threshold is in effect their maximum and the
+    nominal rate cannot be resolved; a note says so, and the chance level is what the share must be read against.
     """
     if not 0.0 < fmr < 1.0:
         raise ValueError(f"fmr must be in (0, 1), got {fmr}")
@@ -382,6 +429,10 @@ def reid_check(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, tra
                                 ref_groups=train_patients)
         calib = calib[np.isfinite(calib)]
     threshold = float(np.quantile(calib, 1.0 - fmr))
+    if len(calib) * fmr < 1.0:
+        notes.append(f"only {len(calib)} calibration images for a false-match rate of {fmr:g} (needs >= "
+                     f"{math.ceil(1 / fmr)}): the threshold is about their maximum; read the share against the "
+                     "held-out real chance level, not against the nominal rate")
     verification = None
     try:
         verification = verify(model, val, val_patients, fmr=fmr, seed=seed) if len(val) else None
@@ -392,41 +443,69 @@ def reid_check(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, tra
         prob, idx = best_matches(model, emb, train, device=device)
         return pd.DataFrame({"reid_nn": idx, "reid_score": prob, "reid_above": prob > threshold})
 
-    return ReidResult(frame(synthetic), frame(real), threshold, calib, verification, fmr, len(train), tuple(notes))
+    real_frame = frame(real)
+    if real_patients is not None:
+        if len(real_patients) != len(real):
+            raise ValueError(f"{len(real_patients)} real patients for {len(real)} real embeddings")
+        real_frame["patient"] = list(real_patients)
+    n_calib_patients = len(set(val_patients)) if len(val) else len(set(train_patients))
+    return ReidResult(frame(synthetic), real_frame, threshold, calib, verification, fmr, len(train), tuple(notes),
+                      n_calib_patients)
 
 
-def bootstrap_statistics(values: np.ndarray, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Mean and max of ``values`` ``(N,)`` with percentile bootstrap 95% CIs over images (``*_ci_low``,
-    ``*_ci_high``); NaNs when empty."""
+def bootstrap_statistics(values: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+                         groups: Sequence[Any] | None = None) -> dict[str, float]:
+    """Mean and max of ``values`` ``(N,)`` with percentile bootstrap 95% CIs (``*_ci_low``, ``*_ci_high``); NaNs
+    when empty. The bootstrap resamples images, or whole ``groups`` (e.g. patients, whose images are not
+    independent) when given."""
     values = np.asarray(values, dtype=np.float64)
     out: dict[str, float] = {}
     if values.size == 0:
         for name in ("mean", "max"):
             out.update({name: math.nan, f"{name}_ci_low": math.nan, f"{name}_ci_high": math.nan})
         return out
-    idx = bootstrap_indices(np.zeros(values.size), n_resamples, seed, stratified=False)
-    resampled = values[idx]
+    if groups is None:
+        idx = bootstrap_indices(np.zeros(values.size), n_resamples, seed, stratified=False)
+        stats = {"mean": values[idx].mean(axis=1), "max": values[idx].max(axis=1)}
+    else:
+        members = _group_members(groups, values.size)
+        picks = bootstrap_indices(np.zeros(len(members)), n_resamples, seed, stratified=False)
+        sums = np.array([values[m].sum() for m in members])
+        counts = np.array([len(m) for m in members])
+        maxima = np.array([values[m].max() for m in members])
+        stats = {"mean": sums[picks].sum(axis=1) / counts[picks].sum(axis=1), "max": maxima[picks].max(axis=1)}
     for name, fn in (("mean", np.mean), ("max", np.max)):
-        stat = fn(resampled, axis=1)
+        stat = stats[name]
         out.update({name: float(fn(values)), f"{name}_ci_low": float(np.quantile(stat, 0.025)),
                     f"{name}_ci_high": float(np.quantile(stat, 0.975))})
     return out
 
 
+def _group_members(groups: Sequence[Any], n: int) -> list[np.ndarray]:
+    codes = pd.factorize(pd.Series(list(groups), dtype=object))[0]
+    if len(codes) != n:
+        raise ValueError(f"{len(codes)} group labels for {n} values")
+    return [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+
+
 def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: np.ndarray | None = None, *,
                 n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Result-row columns over the synthetic rows selected by ``mask`` (default all) and held-out real rows by
-    ``real_mask``: mean / max re-id score and share above the threshold, each with a bootstrap 95% CI, for both."""
+    ``real_mask``: mean / max re-id score and share above the threshold, each with a bootstrap 95% CI, for both
+    (over synthetic images; over patients for real images whose ``real_frame`` has a ``patient`` column)."""
     syn = result.frame if mask is None else result.frame[np.asarray(mask, bool)]
     real = result.real_frame if real_mask is None else result.real_frame[np.asarray(real_mask, bool)]
     row: dict[str, Any] = {"reid_threshold": result.threshold, "reid_fmr": result.fmr,
                            "reid_n_calibration": len(result.calibration_scores), "reid_n_train": result.n_train,
                            "reid_n_synthetic": len(syn), "reid_n_real": len(real)}
+    row["reid_n_calibration_patients"] = result.n_calibration_patients
     for prefix, frame in (("reid", syn), ("real_reid", real)):
+        groups = frame["patient"].tolist() if "patient" in frame else None  # real images: resample patients
         scores = frame["reid_score"].to_numpy(float)
-        stats = bootstrap_statistics(scores, n_resamples=n_resamples, seed=seed)
+        stats = bootstrap_statistics(scores, n_resamples=n_resamples, seed=seed, groups=groups)
         row.update({f"{prefix}_{k}": v for k, v in stats.items()})
-        share = bootstrap_statistics(frame["reid_above"].to_numpy(float), n_resamples=n_resamples, seed=seed)
+        share = bootstrap_statistics(frame["reid_above"].to_numpy(float), n_resamples=n_resamples, seed=seed,
+                                     groups=groups)
         row.update({f"{prefix}_share_above": share["mean"], f"{prefix}_share_above_ci_low": share["mean_ci_low"],
                     f"{prefix}_share_above_ci_high": share["mean_ci_high"]})
     v = result.verification
@@ -444,10 +523,14 @@ def is_monotone(model: SiameseReID) -> bool:
 
 
 def save_reid_model(model: SiameseReID, path: str | Path) -> Path:
-    """Write the state dict (CheXGenBench's key layout) so that :func:`load_reid_model` reads it back."""
+    """Write the state dict (CheXGenBench's key layout) and, beside it, its config (``<name>.json``: backbone,
+    feature count, input scaling), so that :func:`load_reid_model` reads it back as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
+    side = sidecar_path(path)
+    side.write_text(json.dumps({"format": SIDECAR_FORMAT, "arch": model.arch, "n_features": model.n_features,
+                                "input_scaling": model.input_scaling}, indent=2) + "\n")
     return path

@@ -123,7 +123,7 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
         e_test = privacy.embed_images(reid_model, load_tensors(test.image_paths(), **load), **emb)
         result = privacy.reid_check(reid_model, e_syn, e_train, train.frame["patient_id"].tolist(), e_val,
                                     val.frame["patient_id"].tolist(), e_test, fmr=options.fmr, seed=options.seed,
-                                    device=options.device)
+                                    device=options.device, real_patients=test.frame["patient_id"].tolist())
         report.reid, report.reid_model = result, reid_model
         report.notes.extend(result.notes)
         if not privacy.is_monotone(reid_model):
@@ -174,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reid-model", default=None, help="re-id checkpoint: CheXGenBench's Siamese ResNet-50 state dict "
                    "(or one saved by --reid-train)")
     p.add_argument("--reid-train", action="store_true", help="train the re-id model on the split's train patients")
-    p.add_argument("--reid-arch", choices=privacy.ARCHITECTURES, default="resnet50")
+    p.add_argument("--reid-arch", choices=privacy.ARCHITECTURES, default=None,
+                   help="backbone (default: a checkpoint's sidecar config, else resnet50)")
+    p.add_argument("--reid-input-scaling", choices=privacy.INPUT_SCALINGS, default=None,
+                   help="input of a ResNet checkpoint: unit = [0, 1] as CheXGenBench's (the default for a checkpoint "
+                        "without a sidecar config), imagenet = ImageNet-normalised (what --reid-train uses)")
     p.add_argument("--reid-image-size", type=int, default=privacy.DEFAULT_IMAGE_SIZE)
     p.add_argument("--reid-features", type=int, default=privacy.DEFAULT_N_FEATURES, help="embedding size (training)")
     p.add_argument("--reid-epochs", type=int, default=10)
@@ -228,12 +232,14 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         print(f"note: {exc}; only overall rows", file=sys.stderr)
         synthetic = read_synthetic_set(args.synthetic, classes=[])
     train_config = privacy.ReidTrainConfig(
-        arch=args.reid_arch, n_features=args.reid_features, epochs=args.reid_epochs, batch_size=args.reid_batch_size,
+        arch=args.reid_arch or "resnet50", n_features=args.reid_features, epochs=args.reid_epochs,
+        batch_size=args.reid_batch_size,
         lr=args.reid_lr, seed=args.seed, cpu_threads=args.cpu_threads, device=args.device) if args.reid_train else None
     options = PrivacyOptions(image_size=args.reid_image_size, fmr=args.fmr, bootstrap=args.bootstrap, seed=args.seed,
                              batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
                              train=train_config, per_class=not args.no_per_class)
-    reid_model = privacy.load_reid_model(args.reid_model, args.reid_arch) if args.reid_model else None
+    reid_model = (privacy.load_reid_model(args.reid_model, args.reid_arch, args.reid_input_scaling)
+                  if args.reid_model else None)
     aligner = (align.load_alignment_model(args.alignment_model, device=args.device,
                                           trust_remote_code=args.trust_remote_code) if args.alignment_model else None)
     report = evaluate(real, synthetic, options, reid_model=reid_model, aligner=aligner)
@@ -248,12 +254,12 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
               "reid_model": args.reid_model, "alignment_model": args.alignment_model}
     if report.reid is not None:
         reid_name = str(Path(args.reid_model).resolve()) if args.reid_model else \
-            f"trained:{args.reid_arch}-{args.reid_image_size}px-seed{args.seed}"
+            f"trained:{report.reid_model.arch}-{args.reid_image_size}px-seed{args.seed}"
         checkpoint = Path(reid_name)
         if args.reid_train:
             checkpoint = privacy.save_reid_model(report.reid_model, folder / "reid_model.pt")
             (folder / "reid_training.json").write_text(json.dumps(
-                {"arch": args.reid_arch, "image_size": args.reid_image_size, "history": report.train_history,
+                {"arch": report.reid_model.arch, "image_size": args.reid_image_size, "history": report.train_history,
                  "config": asdict(train_config)}, indent=2, default=float) + "\n")
         train = real.subset("train")
         per_image = report.reid.frame.copy()
@@ -262,7 +268,8 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         per_image["reid_nn_patient"] = [train.frame["patient_id"].iat[j] for j in per_image["reid_nn"]]
         per_image.to_csv(folder / "reid_scores.csv", index=False)
         _grid(report, folder, synthetic, train)
-        rows = [{**base, "reid_model": reid_name, "reid_checkpoint": str(checkpoint), "reid_arch": args.reid_arch,
+        rows = [{**base, "reid_model": reid_name, "reid_checkpoint": str(checkpoint),
+                 "reid_arch": report.reid_model.arch, "reid_input_scaling": report.reid_model.input_scaling,
                  "reid_image_size": args.reid_image_size,
                  **row, "notes": "; ".join(report.notes)} for row in report.privacy_rows]
         written[PRIVACY_TABLE] = upsert_rows(PRIVACY_TABLE, rows, results_dir=args.results_dir, config=config,

@@ -21,8 +21,10 @@ from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
 from benchmark.privacy import (
     SiameseReID,
     best_matches,
+    bootstrap_statistics,
     embed_images,
     load_reid_model,
+    save_reid_model,
     verification_pairs,
     verify,
 )
@@ -75,13 +77,47 @@ def trained(stage: dict[str, Path]) -> dict[str, object]:
 
 def test_a_chexgenbench_resnet50_state_dict_loads_with_its_wrapping_and_prefix(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    original = SiameseReID("resnet50", 128).eval()
+    original = SiameseReID("resnet50", 128, "unit").eval()
     path = tmp_path / "reid.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in original.state_dict().items()}}, path)
     loaded = load_reid_model(path)
     assert loaded.n_features == 128 and "model.fc.weight" in loaded.state_dict()
     x = torch.rand(2, 1, 32, 32) * 2048 - 1024
     np.testing.assert_array_equal(embed_images(loaded, x, device="cpu"), embed_images(original, x, device="cpu"))
+
+
+def test_a_checkpoint_without_a_sidecar_is_fed_as_chexgenbench_fed_it_unit_range_rgb_without_normalisation(
+        tmp_path: Path) -> None:
+    from torchvision import models
+
+    torch.manual_seed(1)
+    path = tmp_path / "ResNet-50_epoch11_data_handling_RPN.pth"
+    torch.save(SiameseReID("resnet50", 128).state_dict(), path)  # CheXGenBench: torch.save(model.state_dict())
+    reference = models.resnet50(weights=None)
+    reference.fc = torch.nn.Linear(2048, 128)
+    state = torch.load(path, weights_only=True)
+    reference.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    reference.eval()
+    pixels = torch.randint(0, 256, (2, 1, 32, 32)).float()
+    xrv_range = pixels / 255.0 * 2048.0 - 1024.0  # what load_tensors gives for these 8-bit pixels
+    with torch.no_grad():  # CheXGenBench: ToTensor() of the RGB image, i.e. pixels / 255 in 3 equal channels
+        expected = torch.sigmoid(reference((pixels / 255.0).repeat(1, 3, 1, 1))).numpy()
+    loaded = load_reid_model(path)
+    assert loaded.input_scaling == "unit"
+    np.testing.assert_allclose(embed_images(loaded, xrv_range, device="cpu"), expected, rtol=1e-4, atol=1e-5)
+    imagenet = load_reid_model(path, input_scaling="imagenet")
+    assert np.abs(embed_images(imagenet, xrv_range, device="cpu") - expected).max() > 1e-3
+
+
+def test_a_saved_model_keeps_its_backbone_and_input_scaling_in_a_sidecar_config(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = SiameseReID("resnet10", 8, "imagenet").eval()
+    path = save_reid_model(model, tmp_path / "reid_model.pt")
+    assert json.loads((tmp_path / "reid_model.json").read_text())["input_scaling"] == "imagenet"
+    loaded = load_reid_model(path)
+    assert (loaded.arch, loaded.n_features, loaded.input_scaling) == ("resnet10", 8, "imagenet")
+    x = torch.rand(3, 1, 32, 32) * 2048 - 1024
+    np.testing.assert_array_equal(embed_images(loaded, x, device="cpu"), embed_images(model, x, device="cpu"))
 
 
 def test_a_checkpoint_with_other_keys_stops_with_its_name_and_the_expected_keys(tmp_path: Path) -> None:
@@ -171,10 +207,11 @@ def test_the_saved_trained_model_loads_back_as_reid_model_and_gives_the_same_sco
     overall = trained["rows"][trained["rows"]["class"] == "overall"].iloc[0]
     checkpoint = overall["reid_checkpoint"]
     rc = main(["--real", str(stage["split"]), "--synthetic", str(stage["synthetic"]), "--results-dir",
-               str(tmp_path), "--reid-model", checkpoint, "--reid-arch", "resnet10", "--reid-image-size", "32",
+               str(tmp_path), "--reid-model", checkpoint, "--reid-image-size", "32",  # backbone: from the sidecar
                "--bootstrap", "200", "--device", "cpu"])
     assert rc == 0
     again = read_results("privacy_metrics", tmp_path).set_index("class").loc["overall"]
+    assert (again["reid_arch"], again["reid_input_scaling"]) == ("resnet10", "imagenet")
     for column in ("reid_mean", "reid_max", "reid_share_above", "reid_threshold", "reid_val_auroc"):
         assert float(again[column]) == pytest.approx(float(overall[column]), abs=1e-6)
 
@@ -220,3 +257,23 @@ def test_a_synthetic_set_without_label_columns_gets_its_overall_row_only(stage, 
     assert rc == 0
     written = read_results("privacy_metrics", tmp_path / "r")
     assert written["class"].tolist() == ["overall"] and written["reid_n_synthetic"].tolist() == ["6"]
+
+
+def test_the_chance_level_ci_resamples_patients_not_their_correlated_images() -> None:
+    per_patient = np.linspace(0.1, 0.9, 10)
+    values = np.repeat(per_patient, 3)  # three identical images per patient: one observation each, not three
+    patients = np.repeat([f"p{i}" for i in range(10)], 3)
+    grouped = bootstrap_statistics(values, n_resamples=500, seed=3, groups=patients)
+    assert grouped == pytest.approx(bootstrap_statistics(per_patient, n_resamples=500, seed=3), abs=1e-12)
+    by_image = bootstrap_statistics(values, n_resamples=500, seed=3)
+    assert grouped["mean"] == pytest.approx(by_image["mean"])
+    width = {name: r["mean_ci_high"] - r["mean_ci_low"] for name, r in (("grouped", grouped), ("image", by_image))}
+    assert width["grouped"] > 1.3 * width["image"]  # about sqrt(3) wider
+
+
+def test_a_calibration_set_too_small_for_the_false_match_rate_is_said_in_the_row(trained) -> None:
+    overall = trained["rows"][trained["rows"]["class"] == "overall"].iloc[0]
+    n = int(overall["reid_n_calibration"])
+    assert n * float(overall["reid_fmr"]) < 1  # 24 val images at 0.01
+    assert f"only {n} calibration images for a false-match rate of 0.01" in overall["notes"]
+    assert int(overall["reid_n_calibration_patients"]) == 8
