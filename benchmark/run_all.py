@@ -1,4 +1,4 @@
-"""``./scripts/run_all.sh``: one model through splits -> generation -> image quality -> utility -> report.
+"""``./scripts/run_all.sh``: one model through splits -> generation -> image quality -> utility -> privacy -> report.
 
 The whole pipeline comes from one YAML file (``--config FILE``; with no file and neither ``REAL_CSV`` nor
 ``SYNTHETIC_DIR`` set, ``configs/demo.yaml``) and/or the environment. Each stage runs as a subprocess of its own
@@ -10,8 +10,8 @@ Stages whose outputs are complete are skipped:
 * ``splits``: the split CSV and its ``<csv>.json`` sidecar exist and parse, and the stage's marker matches;
 * ``generation``: the synthetic set reads back, its manifest says complete with every planned image, and the
   marker matches;
-* ``image_quality`` / ``utility``: every result row the stage wrote last time (key, ``run_id``, ``timestamp``) is
-  still in the results CSV, and the marker matches;
+* ``image_quality`` / ``utility`` / ``privacy``: every result row the stage wrote last time (key, ``run_id``,
+  ``timestamp``) is still in the results CSV, and the marker matches;
 * ``report``: ``report.md`` and ``report.html`` exist, and the marker matches (its fingerprint covers the results
   CSVs, so new rows from any run re-render it).
 
@@ -37,6 +37,8 @@ Config file (every key optional unless said; unknown keys are errors)::
                   split: test, out: DIR, num_processes (env NUM_PROCESSES), args}
     image_quality: {enabled, features: xrv, weights: W, per_class: false, args}
     utility:     {enabled, stage: pretrained|retrained|all, classifier: KEY (env CLASSIFIER), args}
+    privacy:     {enabled (default false), reid_model: PATH | reid_train: true, alignment_model: NAME_OR_DIR,
+                  args}              # ./scripts/privacy_metrics.sh; needs a re-id and/or an alignment model
     report:      {enabled, out: DIR (default <results_dir>/report), args}
 
 ``args`` are the stage script's other flags, as a mapping (``{steps: 5, per-class: true}`` -> ``--steps 5
@@ -73,9 +75,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-STAGES = ("splits", "generation", "image_quality", "utility", "report")
-# Result tables its stages write (privacy_metrics.sh's tables are not run by run_all yet; see the README).
-RUN_ALL_TABLES = ("image_quality_metrics", "utility_pretrained", "utility_retrained")
+STAGES = ("splits", "generation", "image_quality", "utility", "privacy", "report")
+# Result tables its stages write.
+RUN_ALL_TABLES = ("image_quality_metrics", "utility_pretrained", "utility_retrained", "privacy_metrics",
+                  "alignment_metrics")
 SPLIT_BUILDERS = ("padchest", "chexgenbench", "csv", "folder", "demo")
 UTILITY_STAGES = ("pretrained", "retrained", "all")
 FEATURES = ("xrv", "inception", "raddino")
@@ -144,6 +147,23 @@ class UtilityStage:
 
 
 @dataclass
+class PrivacyStage:
+    """Patient re-identification (``reid_model`` or ``reid_train``) and/or text-image alignment
+    (``alignment_model``); off unless enabled, since it needs models of its own."""
+
+    enabled: bool = False
+    reid_model: str | None = None
+    reid_train: bool = False
+    alignment_model: str | None = None
+    args: dict[str, Any] | list[str] = field(default_factory=dict)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return ((("privacy_metrics",) if self.reid_model or self.reid_train else ())
+                + (("alignment_metrics",) if self.alignment_model else ()))
+
+
+@dataclass
 class ReportStage:
     enabled: bool = True
     out: str | None = None
@@ -163,6 +183,7 @@ class RunConfig:
     generation: GenerationStage = field(default_factory=GenerationStage)
     image_quality: ImageQualityStage = field(default_factory=ImageQualityStage)
     utility: UtilityStage = field(default_factory=UtilityStage)
+    privacy: PrivacyStage = field(default_factory=PrivacyStage)
     report: ReportStage = field(default_factory=ReportStage)
     source: str = "environment"
 
@@ -180,7 +201,8 @@ class RunConfig:
 
 
 SECTIONS: dict[str, type] = {"splits": SplitsStage, "generation": GenerationStage,
-                             "image_quality": ImageQualityStage, "utility": UtilityStage, "report": ReportStage}
+                             "image_quality": ImageQualityStage, "utility": UtilityStage, "privacy": PrivacyStage,
+                             "report": ReportStage}
 TOP_LEVEL = ("model_name", "extra_info", "results_dir", "work_dir", "env", *SECTIONS)
 #: flags run_all sets itself for each stage; giving them in ``args`` is an error naming the config field instead.
 RESERVED = {
@@ -195,6 +217,9 @@ RESERVED = {
     "utility": {"--real": "splits", "--synthetic": "generation", "--model-name": "model_name",
                 "--extra-info": "extra_info", "--results-dir": "results_dir", "--stage": "utility.stage",
                 "--classifier": "utility.classifier"},
+    "privacy": {"--real": "splits", "--synthetic": "generation", "--model-name": "model_name",
+                "--extra-info": "extra_info", "--results-dir": "results_dir", "--reid-model": "privacy.reid_model",
+                "--reid-train": "privacy.reid_train", "--alignment-model": "privacy.alignment_model"},
     "report": {"--results-dir": "results_dir", "--out": "report.out"},
 }
 
@@ -228,8 +253,8 @@ def _section(raw: Any, name: str, cls: type) -> Any:
     for key, value in raw.items():
         if key == "enabled" and not isinstance(value, bool):
             raise ConfigError(f"{name}.enabled: expected true or false, got {value!r}")
-        if key == "per_class" and not isinstance(value, bool):
-            raise ConfigError(f"{name}.per_class: expected true or false, got {value!r}")
+        if key in ("per_class", "reid_train") and not isinstance(value, bool):
+            raise ConfigError(f"{name}.{key}: expected true or false, got {value!r}")
         if key == "args":
             if value is None:
                 value = {}
@@ -238,7 +263,7 @@ def _section(raw: Any, name: str, cls: type) -> Any:
         elif key == "num_processes":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name}.num_processes: expected a positive integer, got {value!r}")
-        elif key not in ("enabled", "per_class") and value is not None:
+        elif key not in ("enabled", "per_class", "reid_train") and value is not None:
             if isinstance(value, dict | list):
                 raise ConfigError(f"{name}.{key}: expected a single value, got {type(value).__name__}")
             value = str(value)
@@ -390,8 +415,16 @@ def _fill_metrics(config: RunConfig, env: dict[str, str]) -> None:
             raise ConfigError(f"{name}: unknown builtin {value!r} (known: {BUILTIN_CLASSIFIER})")
     quality.weights = _maybe_path(quality.weights)
     utility.classifier = _maybe_path(utility.classifier)
+    privacy = config.privacy
+    if privacy.reid_model and privacy.reid_train:
+        raise ConfigError("privacy: give either reid_model (a checkpoint) or reid_train: true, not both")
+    if privacy.enabled and not privacy.tables:
+        raise ConfigError("privacy: enabled, but nothing to do: give reid_model, reid_train: true and/or "
+                          "alignment_model")
+    privacy.reid_model = _abs(privacy.reid_model)
+    privacy.alignment_model = _maybe_path(privacy.alignment_model)
     config.report.out = _abs(config.report.out or config.results_dir / "report")
-    for stage in ("image_quality", "utility", "report"):
+    for stage in ("image_quality", "utility", "privacy", "report"):
         _check_reserved(stage, getattr(config, stage).args)
 
 
@@ -702,6 +735,20 @@ class Runner:
         tables = {"pretrained": ("utility_pretrained",), "retrained": ("utility_retrained",),
                   "all": ("utility_pretrained", "utility_retrained")}[utility.stage]
         return Stage("utility", command, [self.config.results_dir], extra_inputs=self._sidecar(), tables=tables)
+
+    def _stage_privacy(self, materialise: bool) -> Stage:
+        privacy = self.config.privacy
+        command = [_script("privacy_metrics.sh"), *self._set_flags()]
+        if privacy.reid_model:
+            command += ["--reid-model", privacy.reid_model]
+        elif privacy.reid_train:
+            command.append("--reid-train")
+        if privacy.alignment_model:
+            command += ["--alignment-model", privacy.alignment_model]
+        command += args_to_argv(privacy.args)
+        extra = [Path(privacy.reid_model).with_suffix(".json")] if privacy.reid_model else []  # its sidecar config
+        return Stage("privacy", command, [self.config.results_dir], extra_inputs=[*self._sidecar(), *extra],
+                     tables=privacy.tables)
 
     def _stage_report(self, materialise: bool) -> Stage:
         from benchmark.results import RESULT_TABLES

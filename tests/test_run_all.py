@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "scripts" / "run_all.sh"
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 DEMO_MODEL = "demo-tiny-ddpm"
+#: the tables the demo config fills (it trains a re-id model; it has no alignment model)
+DEMO_TABLES = tuple(t for t in RUN_ALL_TABLES if t != "alignment_metrics")
 #: variables run_all or the stage scripts read; the tests set what they need and nothing leaks in from the shell.
 VARIABLES = ("REAL_CSV", "SYNTHETIC_DIR", "MODEL_NAME", "EXTRA_INFO", "IMAGE_ROOT", "CLASSES", "CLASSIFIER",
              "NUM_PROCESSES", "BATCH_SIZE", "NUM_WORKERS", "SEED", "RESULTS_DIR", "SYNTHCXR_WORK_DIR",
@@ -105,8 +107,8 @@ def test_first_run_runs_every_stage_and_fills_every_table(demo: DemoRun) -> None
     scripts = [command.split()[0] for command in run.commands]
     assert scripts == [str(REPO_ROOT / "scripts" / name) for name in
                        ("make_splits.sh", "generate.sh", "image_quality_metrics.sh", "utility_metrics.sh",
-                        "report.sh")]
-    for table in RUN_ALL_TABLES:
+                        "privacy_metrics.sh", "report.sh")]
+    for table in DEMO_TABLES:
         rows = read_results(table, demo.results)
         assert (rows["model_name"] == DEMO_MODEL).any(), f"no {DEMO_MODEL} rows in {table}"
     assert set(read_results("utility_pretrained", demo.results)["image_source"]) == {"real", "synthetic"}
@@ -131,10 +133,10 @@ def test_changed_setting_reruns_that_stage_only(demo: DemoRun, changed) -> None:
     run, before, after = changed
     assert run.status == 0, run.stderr[-3000:]
     assert "run report: changed since the last run: --samples 2 added" in run.stdout
-    for stage in ("splits", "generation", "image_quality", "utility"):
+    for stage in ("splits", "generation", "image_quality", "utility", "privacy"):
         assert f"skip {stage}: complete (" in run.stdout
     assert [command.split()[0].rsplit("/", 1)[1] for command in run.commands] == ["report.sh"]
-    for table in RUN_ALL_TABLES:
+    for table in DEMO_TABLES:
         assert after[str(table_path(table, demo.results))] == before[str(table_path(table, demo.results))]
     report = str(demo.results / "report" / "report.html")
     assert after[report] != before[report]
@@ -242,6 +244,9 @@ def test_stage_args_become_flags() -> None:
     ("utility.args.stage=all", "utility.args: --stage is set by run_all from utility.stage"),
     ("utility.stagee=all", "utility: unknown key 'stagee'"),
     ("generation.images=/x", "generation: give one of synthetic, model, images"),
+    ("privacy.reid_model=/x.pth", "privacy: give either reid_model .* or reid_train: true, not both"),
+    ("privacy.reid_train=false", "privacy: enabled, but nothing to do"),
+    ("privacy.args.reid-train=true", "privacy.args: --reid-train is set by run_all from privacy.reid_train"),
 ])
 def test_invalid_config_is_refused_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
