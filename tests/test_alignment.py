@@ -135,3 +135,46 @@ def test_one_run_writes_both_tables_and_the_report_shows_privacy_beside_memorisa
     assert all(f"| {c} |" in quality for c in ("overall", *FINDINGS) if f"| {c} |" in memorisation)
     assert sections["memorisation"].status == "missing"  # the image-quality stage itself has not run: still said
     assert "Not run yet" in memorisation
+
+
+def test_a_cxr_bert_style_dual_encoder_loads_and_scores_like_clip(tmp_path: Path) -> None:
+    # the BioViL / CXR-BERT route: a BERT text encoder (WordPiece vocabulary) and a ViT vision encoder joined by
+    # VisionTextDualEncoderModel, saved and loaded back through AutoModel / AutoProcessor
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        VisionTextDualEncoderConfig,
+        VisionTextDualEncoderModel,
+        VisionTextDualEncoderProcessor,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    words = sorted({w for p in PROMPTS for w in p.lower().replace("-", " - ").split()})
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(0)
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(
+        ViTConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                  num_hidden_layers=2),
+        BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                   num_hidden_layers=2, max_position_embeddings=64), projection_dim=16)
+    folder = tmp_path / "cxr-dual"
+    VisionTextDualEncoderModel(config).save_pretrained(folder)
+    VisionTextDualEncoderProcessor(ViTImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(
+        folder)
+    aligner = alignment.load_alignment_model(folder, device="cpu")
+    assert type(aligner.model).__name__ == "VisionTextDualEncoderModel"
+    rng = np.random.default_rng(1)
+    images = [rng.random((40, 40), dtype=np.float32) for _ in range(3)]
+    own, _ = alignment.alignment_scores(alignment.embed_images(aligner, images),
+                                        alignment.embed_texts(aligner, PROMPTS[:3]), seed=0)
+    with torch.no_grad():
+        pixels = aligner.processor(images=[alignment._rgb(x) for x in images], return_tensors="pt")["pixel_values"]
+        tokens = tokenizer(PROMPTS[:3], padding=True, return_tensors="pt")
+        i = torch.nn.functional.normalize(alignment._features(aligner.model.get_image_features(pixel_values=pixels)),
+                                          dim=-1)
+        t = torch.nn.functional.normalize(alignment._features(aligner.model.get_text_features(**tokens)), dim=-1)
+    np.testing.assert_allclose(own, (i * t).sum(-1).numpy(), atol=1e-5)
+    assert not np.allclose(own, own[0])  # three different scores, not a constant
