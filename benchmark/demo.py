@@ -35,6 +35,7 @@ import torch
 from benchmark import __version__, phantoms
 from benchmark.classifiers import Classifier, load_checkpoint, save_checkpoint
 from benchmark.data import read_split_csv
+from benchmark.provenance import git_commit
 from benchmark.synthetic import SyntheticSet, read_synthetic_set, write_synthetic_set
 
 LOG = logging.getLogger(__name__)
@@ -124,6 +125,13 @@ def _rows_for(test: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return rows
 
 
+def _phantom_manifest(model: str, classes: list[str], config: DemoConfig, *, seed_offset: int) -> dict:
+    """Manifest of a phantom synthetic set: its model, classes and how it was made (each image's seed is in
+    ``synthetic.csv`` as ``<seed>/<source_row>``)."""
+    return {"model": model, "classes": classes, "generator": "benchmark.phantoms", "seed": config.seed + seed_offset,
+            "image_size": config.image_size, "git_commit": git_commit(), "harness_version": __version__}
+
+
 def faithful_set(folder: Path, test: pd.DataFrame, classes: list[str], config: DemoConfig) -> SyntheticSet:
     """Phantoms with each row's finding but new anatomy (unseen seeds): a generator that learned the labels."""
     images = []
@@ -133,7 +141,7 @@ def faithful_set(folder: Path, test: pd.DataFrame, classes: list[str], config: D
     rows = _rows_for(test, classes)
     rows["seed"] = [f"{config.seed + 303}/{r}" for r in test["source_row"]]
     return write_synthetic_set(folder, np.stack(images), rows,
-                               {"model": "demo-faithful", "classes": classes, "generator": "benchmark.phantoms"})
+                               _phantom_manifest("demo-faithful", classes, config, seed_offset=303))
 
 
 def label_blind_set(folder: Path, test: pd.DataFrame, classes: list[str], config: DemoConfig) -> SyntheticSet:
@@ -146,7 +154,7 @@ def label_blind_set(folder: Path, test: pd.DataFrame, classes: list[str], config
     rows = _rows_for(test, classes)
     rows["seed"] = [f"{config.seed + 404}/{r}" for r in test["source_row"]]
     return write_synthetic_set(folder, np.stack(images), rows,
-                               {"model": "demo-label-blind", "classes": classes, "generator": "benchmark.phantoms"})
+                               _phantom_manifest("demo-label-blind", classes, config, seed_offset=404))
 
 
 UNTRAINED_DDPM_RECIPE = {"builder": "build_class_conditional", "class_embedding": "one vector shared by all classes"}

@@ -69,7 +69,9 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     denom = 1.0 + Z_95**2 / n
     centre = (p + Z_95**2 / (2 * n)) / denom
     half = Z_95 * math.sqrt(p * (1 - p) / n + Z_95**2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact at the ends, not a rounding error away
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return low, high
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float]:
@@ -406,10 +408,16 @@ class KID:
 def kid_subsets(n_real: int, n_fake: int, subset_size: int, n_subsets: int,
                 seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n_subsets`` pairs of index arrays, each drawn without replacement and independently of the other
-    subsets: ``subset_size`` real indices and ``subset_size`` synthetic ones (capped at the smaller set)."""
-    m = min(subset_size, n_real, n_fake)
-    if m < 2:
+    subsets: ``subset_size`` real indices and ``subset_size`` synthetic ones.
+
+    When ``subset_size`` would take the whole of the smaller set, subsets are half of it instead (at least 2):
+    subsets of the whole set would all be that set, so their spread (``kid_std`` and the interval) would be 0
+    whatever the data. The unbiased MMD^2 has the same expectation at any subset size, so KID's mean is the same
+    estimate; its spread is that of half-size subsets, wider than the full set's."""
+    smaller = min(n_real, n_fake)
+    if smaller < 2:
         raise ValueError(f"KID needs at least 2 samples per set (got {n_real} and {n_fake})")
+    m = subset_size if subset_size < smaller else max(2, smaller // 2)
     rng = np.random.default_rng([seed, 7717])
     return [(rng.choice(n_real, m, replace=False), rng.choice(n_fake, m, replace=False)) for _ in range(n_subsets)]
 

@@ -268,8 +268,8 @@ def _describe_variant(variant: tuple[bool, int, int]) -> str:
 
 def summary_row(result: MemorisationResult, mask: np.ndarray | None = None) -> dict[str, Any]:
     """Result-row columns: shares of flagged synthetic images (either space, and each) over the rows selected by
-    ``mask`` (default all), a Wilson 95% interval for the headline share, the share of held-out real images
-    flagged (``memorised_share_real``, the chance level), thresholds and sample sizes."""
+    ``mask`` (default all), the share of held-out real images flagged (``memorised_share_real``, the chance
+    level), each with a Wilson 95% interval, thresholds and sample sizes."""
     frame = result.frame if mask is None else result.frame[np.asarray(mask, bool)]
     n = len(frame)
     flagged = int(frame["flagged"].sum())
@@ -277,13 +277,21 @@ def summary_row(result: MemorisationResult, mask: np.ndarray | None = None) -> d
     cal = result.calibration
     real: dict[str, Any] = {}
     if result.real_frame is not None:
-        real = {"memorised_share_real": float(result.real_frame["flagged"].mean()),
-                "memorisation_n_real": len(result.real_frame)}
+        n_real, flagged_real = len(result.real_frame), int(result.real_frame["flagged"].sum())
+        real_low, real_high = wilson_interval(flagged_real, n_real)
+        real = {"memorised_share_real": flagged_real / n_real if n_real else math.nan,
+                "memorised_share_real_ci_low": real_low, "memorised_share_real_ci_high": real_high,
+                "memorisation_n_real": n_real}
+    by_space: dict[str, Any] = {}
+    for space in ("feature", "pixel"):
+        k = int(frame[f"flagged_{space}"].sum())
+        space_low, space_high = wilson_interval(k, n)
+        by_space.update({f"memorised_share_{space}": k / n if n else math.nan,
+                         f"memorised_share_{space}_ci_low": space_low, f"memorised_share_{space}_ci_high": space_high})
     return {
         "memorised_share": flagged / n if n else math.nan,
         "memorised_share_ci_low": low, "memorised_share_ci_high": high,
-        "memorised_share_feature": float(frame["flagged_feature"].mean()) if n else math.nan,
-        "memorised_share_pixel": float(frame["flagged_pixel"].mean()) if n else math.nan,
+        **by_space,
         "memorisation_n_synthetic": n,
         "memorisation_n_train": result.n_train,
         "memorisation_n_calibration": len(cal.query_indices),

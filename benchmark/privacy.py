@@ -38,7 +38,7 @@ from sklearn.metrics import roc_curve
 from torch import nn
 
 from benchmark.data import DataError
-from benchmark.fidelity import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device
+from benchmark.fidelity import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device, wilson_interval
 from benchmark.stats import bootstrap_indices, delong_ci
 from benchmark.training import cpu_thread_count
 
@@ -491,8 +491,9 @@ def _group_members(groups: Sequence[Any], n: int) -> list[np.ndarray]:
 def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: np.ndarray | None = None, *,
                 n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Result-row columns over the synthetic rows selected by ``mask`` (default all) and held-out real rows by
-    ``real_mask``: mean / max re-id score and share above the threshold, each with a bootstrap 95% CI, for both
-    (over synthetic images; over patients for real images whose ``real_frame`` has a ``patient`` column)."""
+    ``real_mask``, for both: mean / max re-id score with a bootstrap 95% CI (over synthetic images; over patients
+    for real images whose ``real_frame`` has a ``patient`` column) and the share above the threshold with the CI of
+    :func:`share_interval`; the re-id model's true-match rate on val pairs with a Wilson CI."""
     syn = result.frame if mask is None else result.frame[np.asarray(mask, bool)]
     real = result.real_frame if real_mask is None else result.real_frame[np.asarray(real_mask, bool)]
     row: dict[str, Any] = {"reid_threshold": result.threshold, "reid_fmr": result.fmr,
@@ -504,17 +505,40 @@ def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: n
         scores = frame["reid_score"].to_numpy(float)
         stats = bootstrap_statistics(scores, n_resamples=n_resamples, seed=seed, groups=groups)
         row.update({f"{prefix}_{k}": v for k, v in stats.items()})
-        share = bootstrap_statistics(frame["reid_above"].to_numpy(float), n_resamples=n_resamples, seed=seed,
-                                     groups=groups)
-        row.update({f"{prefix}_share_above": share["mean"], f"{prefix}_share_above_ci_low": share["mean_ci_low"],
-                    f"{prefix}_share_above_ci_high": share["mean_ci_high"]})
+        row.update(share_interval(frame["reid_above"].to_numpy(bool), groups, prefix=f"{prefix}_share_above",
+                                  n_resamples=n_resamples, seed=seed))
     v = result.verification
     if v is not None:
+        tmr_low, tmr_high = wilson_interval(round(v.tmr_at_fmr * v.n_positive), v.n_positive)
         row.update({"reid_val_auroc": v.auroc, "reid_val_auroc_ci_low": v.auroc_ci_low,
                     "reid_val_auroc_ci_high": v.auroc_ci_high, "reid_pair_threshold": v.pair_threshold,
-                    "reid_val_tmr_at_fmr": v.tmr_at_fmr, "reid_val_n_positive": v.n_positive,
+                    "reid_val_tmr_at_fmr": v.tmr_at_fmr, "reid_val_tmr_at_fmr_ci_low": tmr_low,
+                    "reid_val_tmr_at_fmr_ci_high": tmr_high, "reid_val_n_positive": v.n_positive,
                     "reid_val_n_negative": v.n_negative})
     return row
+
+
+def share_interval(above: np.ndarray, groups: Sequence[Any] | None = None, *, prefix: str,
+                   n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``<prefix>``, its 95% CI and how it was made, for a boolean ``(N,)`` "above the threshold" per image.
+
+    Independent images (``groups`` None, the synthetic set): the Wilson score interval over images, which stays an
+    interval at a share of 0 or 1. Images grouped by patient (held-out real images): a bootstrap over patients,
+    except at a share of 0 or 1, where no resample can differ, so the Wilson interval with n = the number of
+    patients (the independent units) is given instead."""
+    above = np.asarray(above, bool)
+    n = int(above.size)
+    share = float(above.mean()) if n else math.nan
+    if groups is None:
+        (low, high), method = wilson_interval(int(above.sum()), n), "wilson over images"
+    elif 0 < above.sum() < n:
+        stats = bootstrap_statistics(above.astype(float), n_resamples=n_resamples, seed=seed, groups=groups)
+        (low, high), method = (stats["mean_ci_low"], stats["mean_ci_high"]), "bootstrap over patients"
+    else:
+        n_patients = len(set(groups))
+        (low, high) = wilson_interval(share * n_patients, n_patients) if n else (math.nan, math.nan)
+        method = "wilson over patients"
+    return {prefix: share, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high, f"{prefix}_ci_method": method}
 
 
 def is_monotone(model: SiameseReID) -> bool:

@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     written: dict[str, Path] = {}
     base = {"model_name": model_name, "extra_info": args.extra_info or "", "real_csv": real.source,
             "real_dataset": real.dataset, "synthetic_dir": str(synthetic.root), "seed": args.seed,
-            "report_dir": str(folder)}
+            "n_resamples": args.bootstrap, "report_dir": str(folder)}
     config = {"options": asdict(options), "real": str(args.real), "synthetic": str(args.synthetic),
               "reid_model": args.reid_model, "alignment_model": args.alignment_model}
     if report.reid is not None:

@@ -15,8 +15,9 @@ while (($#)); do
     *) args+=("$1"); shift ;;
   esac
 done
-launch=("$SYNTHCXR_ROOT/.venv/bin/accelerate" launch --num_processes "$NUM_PROCESSES" --num_machines "$NUM_MACHINES"
-        --mixed_precision no --dynamo_backend no)
+# --quiet: a refused input shows the harness's own error, not the launcher's traceback around it.
+launch=("$SYNTHCXR_ROOT/.venv/bin/accelerate" launch --quiet --num_processes "$NUM_PROCESSES"
+        --num_machines "$NUM_MACHINES" --mixed_precision no --dynamo_backend no)
 # --multi_gpu starts one process per slot through torch.distributed; on a machine without GPUs the harness then
 # runs them as CPU processes (gloo).
 if (( NUM_PROCESSES > 1 || NUM_MACHINES > 1 )); then launch+=(--multi_gpu); fi

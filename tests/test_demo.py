@@ -3,6 +3,7 @@ generators, and rows in all three results tables (the session's ``demo_results``
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,15 @@ def test_demo_pretrained_rows_are_identical_with_one_thread_and_two_workers(demo
     ours, theirs = (frame.sort_values(key).reset_index(drop=True)[columns] for frame in (ours, theirs))
     pd.testing.assert_frame_equal(ours, theirs)
     assert np.isfinite(pd.to_numeric(ours["auroc"])).all()
+
+
+def test_every_demo_synthetic_set_records_its_model_seed_and_commit(demo_results) -> None:
+    for folder in ("faithful", "label_blind", "untrained_ddpm"):
+        manifest = json.loads((demo_results.demo_dir / "synthetic" / folder / "manifest.json").read_text())
+        assert manifest["model"] and isinstance(manifest["seed"], int), folder
+        assert len(manifest["git_commit"].split("+")[0]) in (40, len("unknown")) and manifest["harness_version"]
+        rows = pd.read_csv(demo_results.demo_dir / "synthetic" / folder / "synthetic.csv", dtype=str)
+        assert rows["seed"].notna().all() and len(rows) == manifest["n_images"], folder
 
 
 def test_demo_writes_pretrained_rows_with_a_leakage_free_classifier(demo_results) -> None:

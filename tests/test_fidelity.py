@@ -79,7 +79,23 @@ def test_kid_subsets_are_drawn_without_replacement_and_independently() -> None:
         assert len(set(real_idx)) == 30 and len(set(fake_idx)) == 30
         assert real_idx.max() < 50 and fake_idx.max() < 40
     assert len({tuple(sorted(r)) for r, _ in subsets}) == 20
-    assert len(kid_subsets(50, 10, subset_size=30, n_subsets=1, seed=0)[0][0]) == 10  # capped at the smaller set
+
+
+
+def test_kid_subsets_never_take_the_whole_smaller_set() -> None:
+    # Subsets of all 10 synthetic images would all be the same 10: half of the smaller set instead.
+    assert [len(i) for i in kid_subsets(50, 10, subset_size=30, n_subsets=1, seed=0)[0]] == [5, 5]
+    assert [len(i) for i in kid_subsets(40, 40, subset_size=1000, n_subsets=1, seed=0)[0]] == [20, 20]
+    assert [len(i) for i in kid_subsets(40, 40, subset_size=39, n_subsets=1, seed=0)[0]] == [39, 39]
+
+
+def test_kid_of_two_equal_sets_smaller_than_the_subset_size_has_a_spread() -> None:
+    # 40 real and 40 synthetic images against the default subset size of 1000 (a per-class row, say): the KID
+    # interval is an interval, not a point.
+    real, fake = features(40, 8, seed=1), features(40, 8, seed=2, shift=0.4)
+    result = kid(real, fake, n_subsets=50, seed=0, device="cpu")
+    low, high = np.percentile(result.values, [2.5, 97.5])
+    assert result.subset_size == 20 and result.std > 0 and low < result.mean < high
 
 
 def test_kid_equals_the_unbiased_polynomial_mmd_formula() -> None:

@@ -146,6 +146,22 @@ def test_one_and_two_processes_give_byte_identical_sets(models, split_csv, tmp_p
     assert len(list((sets[1] / "parts").glob("rank-*.jsonl"))) == 2
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_generate_sh_shows_a_refused_row_without_the_launchers_traceback(processes, models, split_csv,
+                                                                          tmp_path) -> None:
+    prompts = pd.read_csv(split_csv, dtype=str)
+    prompts.loc[3, "class_label"] = "7"  # the UNet has classes 0..2
+    prompts.to_csv(tmp_path / "prompts.csv", index=False)
+    result = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "generate.sh"), "--num-processes", processes, "--model", str(models["cc"]),
+         "--prompts", str(tmp_path / "prompts.csv"), "--steps", "2", "--out",
+         str(tmp_path / "set")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "prompts.csv: row 4 (line 5): column 'class_label' has '7'" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "CalledProcessError" not in result.stderr, result.stderr[-3000:]
+    assert not list((tmp_path / "set").glob("images/*.png"))
+
+
 def test_killed_run_restarted_gives_the_identical_set(models, split_csv, tmp_path) -> None:
     command = [sys.executable, "-m", "benchmark.generate", "--model", str(models["cc"]), "--prompts",
                str(split_csv), "--steps", "40", "--images-per-prompt", "2", "--batch-size", "1"]

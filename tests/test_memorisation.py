@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from benchmark.features import extract_features, load_extractor
+from benchmark.fidelity import wilson_interval
 from benchmark.memorisation import (
     aligned_pixel_neighbours,
     calibrate,
@@ -148,6 +149,12 @@ def test_held_out_real_images_give_the_chance_level_beside_the_synthetic_share(p
     row = summary_row(result)
     assert row["memorised_share"] == 1.0
     assert row["memorised_share_real"] == 0.0 and row["memorisation_n_real"] == 12
+    # every share has its Wilson interval, and a share of 0 (or 1) still gets one that is not a point
+    assert row["memorised_share_real_ci_low"] == 0.0 and 0.2 < row["memorised_share_real_ci_high"] < 0.3
+    for space in ("feature", "pixel"):
+        share = row[f"memorised_share_{space}"]
+        assert (row[f"memorised_share_{space}_ci_low"], row[f"memorised_share_{space}_ci_high"]) == \
+            pytest.approx(wilson_interval(share * 12, 12))
 
 
 def test_report_lists_every_synthetic_image_and_draws_the_closest_pairs(planted: Planted, checked,

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from benchmark.data import DataError
+from benchmark.fidelity import wilson_interval
 from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
 from benchmark.privacy import (
     SiameseReID,
@@ -25,6 +26,7 @@ from benchmark.privacy import (
     embed_images,
     load_reid_model,
     save_reid_model,
+    share_interval,
     verification_pairs,
     verify,
 )
@@ -269,6 +271,39 @@ def test_the_chance_level_ci_resamples_patients_not_their_correlated_images() ->
     assert grouped["mean"] == pytest.approx(by_image["mean"])
     width = {name: r["mean_ci_high"] - r["mean_ci_low"] for name, r in (("grouped", grouped), ("image", by_image))}
     assert width["grouped"] > 1.3 * width["image"]  # about sqrt(3) wider
+
+
+def test_a_share_of_zero_gets_an_interval_not_a_point() -> None:
+    # 0 of 120 synthetic images above the threshold: Wilson over images, upper bound about 3 / 120
+    none_above = share_interval(np.zeros(120, bool), prefix="s")
+    assert (none_above["s"], none_above["s_ci_low"]) == (0.0, 0.0)
+    assert 0.02 < none_above["s_ci_high"] < 0.04 and none_above["s_ci_method"] == "wilson over images"
+    # the same 120 images as 40 patients of 3: no patient resample can differ, so Wilson over the 40 patients
+    patients = np.repeat([f"p{i}" for i in range(40)], 3)
+    grouped = share_interval(np.zeros(120, bool), patients, prefix="s")
+    assert grouped["s_ci_method"] == "wilson over patients"
+    assert grouped["s_ci_high"] == pytest.approx(wilson_interval(0, 40)[1]) and grouped["s_ci_high"] > 0.08
+    # a share between 0 and 1 over patients is the patient bootstrap
+    some = np.repeat(np.arange(40) < 8, 3)
+    mixed = share_interval(some, patients, prefix="s", n_resamples=500, seed=1)
+    assert mixed["s_ci_method"] == "bootstrap over patients" and mixed["s"] == pytest.approx(0.2)
+    assert mixed["s_ci_low"] < 0.2 < mixed["s_ci_high"]
+
+
+def test_every_figure_of_a_row_has_its_ci_and_the_row_its_provenance(trained) -> None:
+    overall = trained["rows"][trained["rows"]["class"] == "overall"].iloc[0]
+    for column in ("reid_mean", "reid_max", "reid_share_above", "real_reid_mean", "real_reid_max",
+                   "real_reid_share_above", "reid_val_auroc", "reid_val_tmr_at_fmr"):
+        low, value, high = (float(overall[c]) for c in (f"{column}_ci_low", column, f"{column}_ci_high"))
+        assert low <= value <= high, column
+        # a maximum's bootstrap interval ends at the maximum, and is that point when several images share it
+        # (here the exact copies, which all get the same same-patient probability)
+        assert low < high or column == "reid_max", column
+    assert overall["reid_share_above_ci_method"] == "wilson over images"
+    assert overall["real_reid_share_above_ci_method"] in ("bootstrap over patients", "wilson over patients")
+    assert (overall["seed"], overall["n_resamples"], overall["reid_arch"], overall["reid_image_size"]) == \
+        ("0", "200", "resnet10", "32")
+    assert len(overall["git_commit"].split("+")[0]) == 40 and overall["config_hash"] and overall["run_id"]
 
 
 def test_a_calibration_set_too_small_for_the_false_match_rate_is_said_in_the_row(trained) -> None:

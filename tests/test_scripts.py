@@ -1,0 +1,58 @@
+"""The shell entry points in scripts/: runnable as shipped, strict about unset variables, named in the README."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SCRIPTS = REPO_ROOT / "scripts"
+ENTRY_POINTS = sorted(p.name for p in SCRIPTS.glob("*.sh") if p.name != "_env.sh")
+# Each stage script answers --help through its module's parser; setup.sh and test.sh take no --help of their own.
+WITH_HELP = [name for name in ENTRY_POINTS if name not in {"setup.sh", "test.sh"}]
+
+
+def _git_mode(path: Path) -> str | None:
+    done = subprocess.run(["git", "ls-files", "-s", str(path.relative_to(REPO_ROOT))], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=False)
+    return done.stdout.split()[0] if done.returncode == 0 and done.stdout.strip() else None
+
+
+def test_the_entry_points_are_the_expected_ones() -> None:
+    assert ENTRY_POINTS == ["check_data.sh", "generate.sh", "image_quality_metrics.sh", "make_splits.sh",
+                            "privacy_metrics.sh", "register_images.sh", "report.sh", "run_all.sh", "setup.sh",
+                            "test.sh", "utility_metrics.sh"]
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_entry_point_is_executable_strict_bash_and_named_in_the_readme(name: str) -> None:
+    path = SCRIPTS / name
+    text = path.read_text()
+    assert os.access(path, os.X_OK), f"{name} has no run bit on disk"
+    assert _git_mode(path) in ("100755", None), f"{name} is committed without its run bit"
+    assert text.startswith("#!/usr/bin/env bash\n"), f"{name}: not a bash script"
+    assert "\nset -euo pipefail\n" in text, f"{name}: unset variables and failed pipes must stop it"
+    assert f"scripts/{name}" in (REPO_ROOT / "README.md").read_text(), f"{name} is not named in the README"
+
+
+def test_env_helper_is_sourced_by_every_stage_script_and_not_run_on_its_own() -> None:
+    helper = SCRIPTS / "_env.sh"
+    assert not os.access(helper, os.X_OK) and _git_mode(helper) in ("100644", None)
+    for name in ENTRY_POINTS:
+        if name != "setup.sh":
+            assert 'source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"' in (SCRIPTS / name).read_text(), name
+
+
+@pytest.mark.parametrize("name", WITH_HELP)
+def test_entry_point_answers_help_in_a_bare_environment(name: str) -> None:
+    # Only PATH and HOME: any variable a script reads without a default would stop it under `set -u`.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    done = subprocess.run([str(SCRIPTS / name), "--help"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "unbound variable" not in done.stderr
+    assert f"usage: {name}" in done.stdout, done.stdout[:500]
