@@ -35,7 +35,7 @@ import torch
 from benchmark import __version__, phantoms
 from benchmark.classifiers import Classifier, load_checkpoint, save_checkpoint
 from benchmark.data import read_split_csv
-from benchmark.provenance import git_commit
+from benchmark.provenance import environment_lock, git_commit
 from benchmark.synthetic import SyntheticSet, read_synthetic_set, write_synthetic_set
 
 LOG = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def _phantom_manifest(model: str, classes: list[str], config: DemoConfig, *, see
     """Manifest of a phantom synthetic set: its model, classes and how it was made (each image's seed is in
     ``synthetic.csv`` as ``<seed>/<source_row>``)."""
     return {"model": model, "classes": classes, "generator": "benchmark.phantoms", "seed": config.seed + seed_offset,
-            "image_size": config.image_size, "git_commit": git_commit(), "harness_version": __version__}
+            "image_size": config.image_size, "git_commit": git_commit(), "env_lock": environment_lock(),
+            "harness_version": __version__}
 
 
 def faithful_set(folder: Path, test: pd.DataFrame, classes: list[str], config: DemoConfig) -> SyntheticSet:

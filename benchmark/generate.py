@@ -42,7 +42,7 @@ from benchmark.data import (
     read_split_csv,
     sidecar_path,
 )
-from benchmark.provenance import git_commit, package_versions, utc_timestamp
+from benchmark.provenance import environment_lock, git_commit, package_versions, utc_timestamp
 from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_CSV
 
 PLAN_CSV = "plan.csv"
@@ -455,7 +455,8 @@ def _manifest_facts(config: GenerationConfig, loaded: Any, prompts: PromptTable,
         "dedupe_prompts": config.dedupe_prompts, "duplicate_prompts_dropped": prompts.n_duplicates_dropped,
         "dataset": prompts.dataset, "classes": prompts.classes, "save_mode": config.save_mode,
         "long_prompts": token_report,
-        "package_versions": package_versions(), "git_commit": git_commit(), "harness_version": __version__,
+        "package_versions": package_versions(), "env_lock": environment_lock(), "git_commit": git_commit(),
+        "harness_version": __version__,
         "command": shlex.join(config.command),
     }
 

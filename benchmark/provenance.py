@@ -2,8 +2,9 @@
 
 Owns the provenance columns that :mod:`benchmark.results` stamps on every row (``PROVENANCE_COLUMNS``):
 run id, UTC timestamp, git commit of the harness checkout, a short hash of the run configuration, the
-harness version and the versions of the packages that shape the numbers. Nothing here imports the heavy
-packages themselves; versions come from installed distribution metadata.
+harness version, the lock file the environment was installed from (``env_lock``) and the versions of the
+packages that shape the numbers. Nothing here imports the heavy packages themselves; versions come from
+installed distribution metadata.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ PROVENANCE_COLUMNS: tuple[str, ...] = (
     "git_commit",
     "config_hash",
     "harness_version",
+    "env_lock",
     *VERSION_COLUMNS,
 )
 NOT_INSTALLED = "not installed"
+UNLOCKED = "unlocked"
+#: written by scripts/setup.sh into the environment: the sha256 of the requirements.lock it installed
+LOCK_STAMP = ".lock.sha256"
 UNKNOWN_COMMIT = "unknown"
 GIT_TIMEOUT_S = 5.0
 
@@ -106,6 +111,63 @@ def package_versions() -> dict[str, str]:
     Cached per process.
     """
     return dict(_package_versions())
+
+
+def _locked_versions(lock_text: str) -> dict[str, str]:
+    """``name -> version`` of the lock's entries that apply to this interpreter and platform (markers evaluated)."""
+    from packaging.markers import Marker
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, str] = {}
+    for line in lock_text.splitlines():
+        if not line or line[0] in " #-":
+            continue
+        spec, _, marker = line.rstrip(" \\").partition(";")
+        name, sep, version = spec.strip().partition("==")
+        if not sep:
+            continue
+        if marker.strip() and not Marker(marker.strip()).evaluate():
+            continue
+        out[canonicalize_name(name)] = version.strip()
+    return out
+
+
+@lru_cache(maxsize=4)
+def environment_lock(prefix: str | None = None, lock_path: str | None = None) -> str:
+    """Which lock the running environment was installed from: the first 12 hex of its sha256.
+
+    ``scripts/setup.sh`` writes the sha256 of the ``requirements.lock`` it installed into ``<prefix>/.lock.sha256``
+    (``prefix`` defaults to ``sys.prefix``). The value is that hash when the checkout's lock (``lock_path``, default
+    the harness checkout's ``requirements.lock``) has that hash and every
+    package it lists for this platform is installed at the locked version; ``<hash>+modified`` when a package was
+    changed since (e.g. a later ``pip install``); ``<hash>+other-lock`` when the checkout's lock is another one;
+    ``unlocked`` for an environment not made by setup.sh. Two rows with the same value were computed with the same
+    packages. Never raises.
+    """
+    import sys
+
+    stamp = Path(prefix or sys.prefix) / LOCK_STAMP
+    try:
+        want = stamp.read_text().strip()
+    except OSError:
+        return UNLOCKED
+    if not want:
+        return UNLOCKED
+    short = want[:12]
+    lock = Path(lock_path) if lock_path else _HARNESS_ROOT / "requirements.lock"
+    try:
+        text = lock.read_bytes()
+    except OSError:
+        return f"{short}+other-lock"
+    if hashlib.sha256(text).hexdigest() != want:
+        return f"{short}+other-lock"
+    try:
+        for name, version in _locked_versions(text.decode("utf-8")).items():
+            if importlib.metadata.version(name) != version:
+                return f"{short}+modified"
+    except (importlib.metadata.PackageNotFoundError, ValueError, ImportError):
+        return f"{short}+modified"
+    return short
 
 
 def _canonical(obj: Any) -> Any:
@@ -183,5 +245,6 @@ def provenance(config: Mapping[str, Any] | None = None, run_id: str | None = Non
         "git_commit": git_commit(),
         "config_hash": config_hash(config) if config is not None else "",
         "harness_version": __version__,
+        "env_lock": environment_lock(),
         **package_versions(),
     }

@@ -20,7 +20,7 @@ import pandas as pd
 from benchmark import __version__
 from benchmark.check_data import format_report
 from benchmark.data import DataError, atomic_write_text, read_csv_strings, scan_images
-from benchmark.provenance import git_commit, package_versions, utc_timestamp
+from benchmark.provenance import environment_lock, git_commit, package_versions, utc_timestamp
 from benchmark.splits.common import parse_class_list, uncertain_label
 from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_COLUMNS, SYNTHETIC_CSV, read_manifest
 
@@ -132,7 +132,8 @@ def register_images(
         "model": model_name or root.name, "source": str(root.resolve()), "registered": True, "layout": layout,
         "labels_csv": str(labels_csv) if labels_csv else None, "classes": classes, "n_images": len(frame),
         "complete": True, "link": link, "registered_at": utc_timestamp(), "package_versions": package_versions(),
-        "git_commit": git_commit(), "harness_version": __version__, "command": list(command),
+        "env_lock": environment_lock(), "git_commit": git_commit(), "harness_version": __version__,
+        "command": list(command),
     }
     atomic_write_text(out / MANIFEST_JSON, json.dumps(manifest, indent=2) + "\n")
     return frame

@@ -34,6 +34,19 @@ def write_png(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
     return path
 
 
+def assert_rows_close(ours: pd.DataFrame, theirs: pd.DataFrame, *, rtol: float = 0.0, atol: float = 1e-9) -> None:
+    """Two result tables (as read back, text cells) are equal: every cell that parses as a number within
+    ``atol + rtol * |value|``, every other cell exactly; same columns, same order, same missing cells."""
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs)
+    for column in ours.columns:
+        a, b = ours[column].reset_index(drop=True), theirs[column].reset_index(drop=True)
+        na, nb = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+        numeric = na.notna() & nb.notna()
+        assert (a[~numeric].fillna("<missing>") == b[~numeric].fillna("<missing>")).all(), column
+        np.testing.assert_allclose(na[numeric].to_numpy(float), nb[numeric].to_numpy(float), rtol=rtol, atol=atol,
+                                   err_msg=column)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo-classifier cache for the whole session (``$SYNTHCXR_ASSETS``, inherited by subprocesses): the demo

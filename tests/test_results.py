@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import importlib.metadata
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ from benchmark import __version__
 from benchmark.provenance import (
     PROVENANCE_COLUMNS,
     config_hash,
+    environment_lock,
     git_commit,
     new_run_id,
     package_versions,
@@ -352,6 +355,45 @@ def test_provenance_without_config_has_empty_hash():
     prov = provenance(run_id="r1")
     assert tuple(prov) == PROVENANCE_COLUMNS
     assert (prov["run_id"], prov["config_hash"]) == ("r1", "")
+
+
+def test_rows_say_which_lock_the_environment_was_installed_from(tmp_path):
+    # the suite runs in the .venv that scripts/setup.sh installed from the checkout's requirements.lock
+    lock_sha = hashlib.sha256((REPO_ROOT / "requirements.lock").read_bytes()).hexdigest()
+    assert (Path(sys.prefix) / ".lock.sha256").read_text().strip() == lock_sha
+    upsert_rows("image_quality_metrics", [iq_row("a")], results_dir=tmp_path)
+    assert read_results("image_quality_metrics", tmp_path).loc[0, "env_lock"] == lock_sha[:12]
+
+
+def _fake_env(tmp_path: Path, lock_text: str, stamp: str | None = None) -> tuple[str, str]:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(lock_text)
+    prefix = tmp_path / "venv"
+    prefix.mkdir()
+    (prefix / ".lock.sha256").write_text(stamp or hashlib.sha256(lock.read_bytes()).hexdigest())
+    return str(prefix), str(lock)
+
+
+def test_an_environment_whose_packages_match_its_lock_reports_the_lock_hash(tmp_path):
+    numpy_version = importlib.metadata.version("numpy")
+    text = (f"# requirements.txt sha256: x\nnumpy=={numpy_version} \\\n    --hash=sha256:00\n    # via -r x\n"
+            "not-a-real-package==9.9 ; sys_platform == 'no-such-platform' \\\n    --hash=sha256:11\n")
+    prefix, lock = _fake_env(tmp_path, text)
+    assert environment_lock(prefix, lock) == hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_a_package_changed_after_install_marks_the_environment_modified(tmp_path):
+    prefix, lock = _fake_env(tmp_path, "numpy==0.0.1 \\\n    --hash=sha256:00\n")
+    assert environment_lock(prefix, lock).endswith("+modified")
+    (tmp_path / "b").mkdir()
+    prefix, lock = _fake_env(tmp_path / "b", "surely-not-installed-pkg==1.0\n")
+    assert environment_lock(prefix, lock).endswith("+modified")
+
+
+def test_an_environment_from_another_lock_or_none_says_so(tmp_path):
+    prefix, lock = _fake_env(tmp_path, "numpy==0.0.1\n", stamp="ab" * 32)
+    assert environment_lock(prefix, lock) == "abababababab+other-lock"
+    assert environment_lock(str(tmp_path / "no-venv"), lock) == "unlocked"
 
 
 # ------------------------------------------------------------------------------------------------- git

@@ -12,8 +12,10 @@ from tests.conftest import REPO_ROOT
 
 SCRIPTS = REPO_ROOT / "scripts"
 ENTRY_POINTS = sorted(p.name for p in SCRIPTS.glob("*.sh") if p.name != "_env.sh")
-# Each stage script answers --help through its module's parser; setup.sh and test.sh take no --help of their own.
-WITH_HELP = [name for name in ENTRY_POINTS if name not in {"setup.sh", "test.sh"}]
+# Each stage script answers --help through its module's parser; setup.sh, lock.sh and test.sh take no --help of their
+# own (lock.sh passes its arguments to `uv pip compile`).
+ENVIRONMENT_SCRIPTS = {"setup.sh", "lock.sh"}  # they make the environment, so they cannot source _env.sh
+WITH_HELP = [name for name in ENTRY_POINTS if name not in {*ENVIRONMENT_SCRIPTS, "test.sh"}]
 
 
 def _git_mode(path: Path) -> str | None:
@@ -23,7 +25,7 @@ def _git_mode(path: Path) -> str | None:
 
 
 def test_the_entry_points_are_the_expected_ones() -> None:
-    assert ENTRY_POINTS == ["check_data.sh", "generate.sh", "image_quality_metrics.sh", "make_splits.sh",
+    assert ENTRY_POINTS == ["check_data.sh", "generate.sh", "image_quality_metrics.sh", "lock.sh", "make_splits.sh",
                             "privacy_metrics.sh", "register_images.sh", "report.sh", "run_all.sh", "setup.sh",
                             "test.sh", "utility_metrics.sh"]
 
@@ -43,7 +45,7 @@ def test_env_helper_is_sourced_by_every_stage_script_and_not_run_on_its_own() ->
     helper = SCRIPTS / "_env.sh"
     assert not os.access(helper, os.X_OK) and _git_mode(helper) in ("100644", None)
     for name in ENTRY_POINTS:
-        if name != "setup.sh":
+        if name not in ENVIRONMENT_SCRIPTS:
             assert 'source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"' in (SCRIPTS / name).read_text(), name
 
 
@@ -56,3 +58,44 @@ def test_entry_point_answers_help_in_a_bare_environment(name: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "unbound variable" not in done.stderr
     assert f"usage: {name}" in done.stdout, done.stdout[:500]
+
+
+def _setup_copy(tmp_path: Path) -> Path:
+    """scripts/setup.sh with the checkout's requirements.txt and requirements.lock in a folder of its own."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "setup.sh").write_bytes((SCRIPTS / "setup.sh").read_bytes())
+    (tmp_path / "scripts" / "setup.sh").chmod(0o755)
+    for name in ("requirements.txt", "requirements.lock"):
+        (tmp_path / name).write_bytes((REPO_ROOT / name).read_bytes())
+    return tmp_path
+
+
+def test_the_lock_was_made_from_the_committed_requirements() -> None:
+    import hashlib
+
+    first = (REPO_ROOT / "requirements.lock").read_text().splitlines()[0]
+    want = hashlib.sha256((REPO_ROOT / "requirements.txt").read_bytes()).hexdigest()
+    assert first == f"# requirements.txt sha256: {want}", "requirements.txt changed: run ./scripts/lock.sh"
+    lock = (REPO_ROOT / "requirements.lock").read_text()
+    assert "--hash=sha256:" in lock and "\ntorch==" in lock and "\nuv==" in lock  # pinned, hashed, uv included
+
+
+def test_setup_refuses_a_requirements_file_edited_after_the_lock_and_installs_nothing(tmp_path: Path) -> None:
+    root = _setup_copy(tmp_path)
+    with (root / "requirements.txt").open("a") as handle:
+        handle.write("some-new-package>=1\n")
+    done = subprocess.run([str(root / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "./scripts/lock.sh" in done.stderr
+    assert not (root / ".venv").exists()
+
+
+def test_setup_returns_at_once_when_the_environment_was_installed_from_this_very_lock(tmp_path: Path) -> None:
+    import hashlib
+
+    root = _setup_copy(tmp_path)
+    (root / ".venv" / "bin").mkdir(parents=True)
+    (root / ".venv" / "bin" / "python").symlink_to(Path(os.sys.executable))
+    stamp = root / ".venv" / ".lock.sha256"
+    stamp.write_text(hashlib.sha256((root / "requirements.lock").read_bytes()).hexdigest() + "\n")
+    done = subprocess.run([str(root / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == ""  # nothing installed, nothing said

@@ -25,9 +25,11 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Same weights up to float rounding (they agree bitwise on one machine; another batch order or augmentation
+    draw moves them by orders of magnitude more than the tolerance)."""
     assert a.keys() == b.keys()
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=f"{name} differs")
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=f"{name} differs")
 
 
 def test_an_images_augmentation_depends_on_its_seed_epoch_and_index_only() -> None:
