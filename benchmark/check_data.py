@@ -30,7 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image-root", default=os.environ.get("IMAGE_ROOT"),
                         help="folder that relative image paths start from (default: the CSV's folder)")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("NUM_WORKERS", "4")))
+    parser.add_argument("--max-image-pixels", type=int, default=None,
+                        help="largest image (width x height) to decode; default Pillow's guard, about 179 million "
+                             "pixels (a bigger file is reported, not decoded)")
     args = parser.parse_args(argv)
+    if args.max_image_pixels is not None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = args.max_image_pixels
     if not args.csv:
         parser.error("give a split CSV (or set REAL_CSV)")
     try:

@@ -64,7 +64,10 @@ def load_xrv_densenet(weights: str, cache_dir: str | Path | None = None) -> Clas
     model = xrv.models.DenseNet(weights=key, cache_dir=None if cache_dir is None else str(cache_dir))
     model.eval()
     info = xrv.models.model_urls[key]
-    return Classifier(model, list(info["labels"]), key, int(info.get("input_resolution", 224)), calibrated=True)
+    from benchmark.leakage import XRV_TRAINED_ON
+
+    return Classifier(model, list(info["labels"]), key, int(info.get("input_resolution", 224)), calibrated=True,
+                      trained_on=XRV_TRAINED_ON.get(key, ()))
 
 
 def save_checkpoint(model: torch.nn.Module, folder: str | Path, outputs: Sequence[str], *,

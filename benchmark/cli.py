@@ -11,7 +11,8 @@ import os
 
 def add_set_arguments(parser: argparse.ArgumentParser, classes_help: str) -> None:
     """``--real``, ``--synthetic``, ``--model-name``, ``--extra-info``, ``--image-root``, ``--classes``,
-    ``--results-dir`` with their environment defaults (``REAL_CSV``, ``SYNTHETIC_DIR``, ...)."""
+    ``--results-dir`` with their environment defaults (``REAL_CSV``, ``SYNTHETIC_DIR``, ...), and
+    ``--allow-generator-overlap`` (:mod:`benchmark.generator_training`)."""
     env = os.environ
     parser.add_argument("--real", default=env.get("REAL_CSV"), help="split CSV of the real images")
     parser.add_argument("--synthetic", default=env.get("SYNTHETIC_DIR"), help="synthetic set folder")
@@ -20,3 +21,6 @@ def add_set_arguments(parser: argparse.ArgumentParser, classes_help: str) -> Non
     parser.add_argument("--image-root", default=env.get("IMAGE_ROOT"))
     parser.add_argument("--classes", default=env.get("CLASSES"), help=classes_help)
     parser.add_argument("--results-dir", default=env.get("RESULTS_DIR"))
+    parser.add_argument("--allow-generator-overlap", action="store_true",
+                        help="run even when the synthetic set's manifest says the generator was trained on patients "
+                             "of the split's val/test rows (recorded in every row)")

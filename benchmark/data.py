@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("image_path", "patient_id", "split", "prompt", "class_label")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("view", "sex", "age", "source", "dataset")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("view", "sex", "age", "source", "dataset", "label_source")
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 _POSITIVE = {"1", "1.0"}
 _NEGATIVE = {"0", "0.0"}
@@ -36,9 +37,20 @@ class DataError(ValueError):
 
 
 class ImageLoadError(DataError):
-    """An image file is missing, empty, truncated or not an image."""
+    """An image file is missing, empty, truncated or not an image.
 
-    def __init__(self, path: str | Path, reason: str):
+    Also built from one message (``ImageLoadError("path: reason")``), as a DataLoader rebuilds an error raised in a
+    worker process: the worker's traceback is dropped again, so the caller sees the same one-line message whatever
+    ``--num-workers`` is.
+    """
+
+    def __init__(self, path: str | Path, reason: str | None = None):
+        if reason is None:
+            message = str(path)
+            if "Original Traceback" in message:  # torch's ExceptionWrapper: keep the original exception's message
+                last = [line for line in message.strip().splitlines() if line.strip()][-1]
+                message = last.split("ImageLoadError: ", 1)[-1]
+            path, _, reason = message.partition(": ")
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
@@ -80,7 +92,7 @@ class SplitTable:
 
     def labels(self) -> np.ndarray:
         """Label matrix, float32 ``(n_images, n_classes)``: 1.0, 0.0, or NaN where unknown."""
-        return label_matrix(self.frame, self.classes)
+        return label_matrix(self.frame, self.classes, self.source)
 
 
 def resolve_image_path(image_path: str | Path, image_root: str | Path) -> Path:
@@ -89,11 +101,29 @@ def resolve_image_path(image_path: str | Path, image_root: str | Path) -> Path:
     return path if path.is_absolute() else Path(image_root) / path
 
 
-def label_matrix(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """Float32 array ``(len(frame), len(classes))`` of 1.0 / 0.0 / NaN (unknown) from label columns."""
+def check_label_columns(frame: pd.DataFrame, classes: Sequence[str], source: str) -> None:
+    """Every class has a column holding only 1, 0 or empty (``1.0`` / ``0.0`` too); else a :class:`DataError` naming
+    ``source``, the row (and line) and the column. The one rule for split CSVs and synthetic sets alike: "yes",
+    "-1", "2" are errors, never silently "unknown"."""
+    allowed = _POSITIVE | _NEGATIVE | {""}
+    for name in classes:
+        if name not in frame.columns:
+            raise DataError(f"{source}: no label column {name!r} (columns: {', '.join(map(str, frame.columns))})")
+        values = frame[name].fillna("").astype(str).str.strip()
+        bad = np.flatnonzero(~values.isin(allowed).to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"{source}: {_row_ref(i)}: label column {name!r} has value {values.iat[i]!r}; "
+                            f"expected 1, 0 or empty (unknown) ({bad.size} such row(s))")
+
+
+def label_matrix(frame: pd.DataFrame, classes: Sequence[str], source: str = "<labels>") -> np.ndarray:
+    """Float32 array ``(len(frame), len(classes))`` of 1.0 / 0.0 / NaN (unknown) from label columns, after
+    :func:`check_label_columns` (errors name ``source``)."""
+    check_label_columns(frame, classes, source)
     out = np.full((len(frame), len(classes)), np.nan, dtype=np.float32)
     for j, name in enumerate(classes):
-        values = frame[name].astype(str).str.strip()
+        values = frame[name].fillna("").astype(str).str.strip()
         out[values.isin(_POSITIVE).to_numpy(), j] = 1.0
         out[values.isin(_NEGATIVE).to_numpy(), j] = 0.0
     return out
@@ -159,35 +189,32 @@ def validate_split_frame(
             f"{source}: {_row_ref(i)}: column 'class_label' has value {class_label.iat[i]!r}; "
             "expected an integer or empty"
         )
-    allowed = _POSITIVE | _NEGATIVE | {""}
-    for name in classes:
-        values = text[name].str.strip()
-        bad = np.flatnonzero(~values.isin(allowed).to_numpy())
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(
-                f"{source}: {_row_ref(i)}: label column {name!r} has value {values.iat[i]!r}; "
-                "expected 1, 0 or empty (unknown)"
-            )
-    duplicated = text["image_path"].duplicated(keep=False).to_numpy()
-    if duplicated.any():
-        rows = np.flatnonzero(duplicated)
-        first = text["image_path"].iat[int(rows[0])]
-        same = [int(r) for r in rows if text["image_path"].iat[int(r)] == first]
-        raise DataError(
-            f"{source}: image {first!r} is listed twice, in {_row_ref(same[0])} and {_row_ref(same[1])}"
-        )
-    splits_per_patient = text.groupby("patient_id")["split"].nunique()
+    check_label_columns(text, classes, source)
+    _check_unique_images(text["image_path"].map(lambda p: os.path.normpath(p.strip())), text["image_path"], source)
+    patients = text["patient_id"].str.strip()  # ids are case-sensitive; surrounding spaces are not part of them
+    splits_per_patient = text.assign(patient_id=patients).groupby("patient_id")["split"].nunique()
     leaking = splits_per_patient[splits_per_patient > 1]
     if len(leaking):
         patient = leaking.index[0]
-        rows = text.index[text["patient_id"] == patient]
+        rows = text.index[patients == patient]
         where = ", ".join(f"{text['split'].iat[r]} in {_row_ref(int(r))}" for r in rows[:4])
         raise DataError(
             f"{source}: patient {patient!r} appears in more than one split ({where}); splits must be "
             f"patient-disjoint ({len(leaking)} patient(s) affected)"
         )
     return classes
+
+
+def _check_unique_images(keys: pd.Series, shown: pd.Series, source: str) -> None:
+    """No two rows name the same image (``keys``: a normalised form of each row's path; ``shown``: as written)."""
+    duplicated = keys.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        rows = np.flatnonzero(duplicated)
+        first = keys.iat[int(rows[0])]
+        same = [int(r) for r in rows if keys.iat[int(r)] == first]
+        a, b = shown.iat[same[0]], shown.iat[same[1]]
+        spelled = f"image {a!r}" if a == b else f"image {a!r} (also written {b!r})"
+        raise DataError(f"{source}: {spelled} is listed twice, in {_row_ref(same[0])} and {_row_ref(same[1])}")
 
 
 def read_json_object(path: str | Path, what: str = "JSON file") -> dict[str, Any]:
@@ -244,6 +271,8 @@ def read_split_csv(
         dataset = str(meta.get("dataset") or "unknown")
     if image_root is None:
         image_root = csv_path.parent / meta["image_root"] if meta.get("image_root") else csv_path.parent
+    absolute = frame["image_path"].map(lambda p: os.path.abspath(resolve_image_path(p.strip(), image_root)))
+    _check_unique_images(absolute, frame["image_path"], str(csv_path))  # a relative and an absolute spelling
     return SplitTable(frame, classes, dataset, str(csv_path), Path(image_root), meta)
 
 
@@ -371,6 +400,37 @@ def _to_grey(image: Image.Image) -> tuple[np.ndarray, int]:
     raise ValueError(f"unsupported image mode {mode!r}")
 
 
+def image_suffixes() -> frozenset[str]:
+    """File suffixes of every format Pillow (the harness's image loader) can open: PNG, JPEG, TIFF, BMP, WebP, ..."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(images the loader can decode, other files) below ``folder``; hidden files and folders are skipped."""
+    suffixes = image_suffixes()
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return [p for p in files if p.suffix.lower() in suffixes], [p for p in files if p.suffix.lower() not in suffixes]
+
+
+def image_files_under(folder: Path, skip_other: bool = False) -> list[Path]:
+    """The images below ``folder``; any other file stops with the list of them, unless ``skip_other`` (then the
+    list is printed and they are left out)."""
+    images, other = _files_under(folder)
+    if other:
+        listing = "\n".join(f"  {p.relative_to(folder)}" for p in other[:50])
+        more = f"\n  ... and {len(other) - 50} more" if len(other) > 50 else ""
+        text = (f"{folder}: {len(other)} file(s) are not images the loader can decode (by suffix; DICOM is read from "
+                f"split CSVs, not registered):\n{listing}{more}")
+        if not skip_other:
+            raise DataError(text + "\nremove them, or pass --skip-unreadable to register the rest (they are listed)")
+        print(f"warning: {text}\nskipped (--skip-unreadable)", file=sys.stderr)
+    return images
+
+
 def load_image(path: str | Path) -> XrayImage:
     """Decode one image file (PNG 8/16-bit, JPEG, ...; modes L, RGB, RGBA, I;16, P) into greyscale.
 
@@ -391,11 +451,36 @@ def load_image(path: str | Path) -> XrayImage:
             mode = image.mode
     except UnidentifiedImageError as exc:
         raise ImageLoadError(path, "not an image file (unrecognised format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"larger than the image-size limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                                   f"(Pillow's decompression-bomb guard: {exc}); raise it with --max-image-pixels "
+                                   "if the image is genuine") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(path, f"unreadable or truncated image ({exc})") from exc
     if pixels.ndim != 2 or pixels.size == 0:
         raise ImageLoadError(path, f"decoded to an unexpected shape {pixels.shape}")
     return XrayImage(np.ascontiguousarray(pixels), bit_depth, path, mode)
+
+
+def undersized_note(paths: Sequence[str | Path], size: int, what: str) -> str:
+    """A warning when images are smaller than ``size`` (a network's input side) on their shorter side, or "".
+
+    Reads headers only. Such images are upsampled before the network sees them (a 1x1 image becomes a flat
+    square), so their scores and features say little; they are scored, and the rows say how many there were.
+    """
+    small: list[tuple[Path, tuple[int, int]]] = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if min(image.size) < size:
+                    small.append((Path(path), image.size))
+        except (OSError, SyntaxError, ValueError):
+            continue  # unreadable files are reported by scan_images
+    if not small:
+        return ""
+    (first, (w, h)) = small[0]
+    return (f"{len(small)} {what} image(s) smaller than the network's {size} px input (e.g. {first}, {w}x{h}): "
+            "upsampled, so their figures carry little information")
 
 
 @dataclass(frozen=True)

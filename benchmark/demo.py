@@ -14,8 +14,11 @@ DenseNet-121 that serves as the pretrained classifier (``trained_on = demo-class
 
 Both label-blind generators carry no label signal by construction; the label-blind phantoms look like the real
 data, the DDPM's noise does not. A harness that works ranks them faithful > label-blind > untrained (the rule is
-:data:`benchmark.utility_metrics.RANKING_RULE`). Every number is reproducible: images and bootstraps are seeded,
-and training runs on ``cpu_threads`` torch threads on CPU (CPU training results depend on the thread count).
+:data:`benchmark.utility_metrics.RANKING_RULE`). The retrained stage trains on faithful and on label-blind phantoms
+made from the *train* rows (:func:`run_demo_retrained`): the label-blind sweep is its negative control, whose
+classifiers stay near AUROC 0.5 on real images while the faithful ones do not. Every number is reproducible: images
+and bootstraps are seeded, and training runs on ``cpu_threads`` torch threads on CPU (CPU training results depend on
+the thread count).
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def _phantom_manifest(model: str, classes: list[str], config: DemoConfig, *, see
     ``synthetic.csv`` as ``<seed>/<source_row>``)."""
     return {"model": model, "classes": classes, "generator": "benchmark.phantoms", "seed": config.seed + seed_offset,
             "image_size": config.image_size, "git_commit": git_commit(), "env_lock": environment_lock(),
-            "harness_version": __version__}
+            "harness_version": __version__, "generator_training": "none"}
 
 
 def faithful_set(folder: Path, test: pd.DataFrame, classes: list[str], config: DemoConfig) -> SyntheticSet:
@@ -187,6 +190,7 @@ def untrained_ddpm_set(folder: Path, split_csv: Path, config: DemoConfig) -> Syn
         pipeline.save_pretrained(model)
         marker.write_text(json.dumps(recipe, indent=2) + "\n")
     generate(GenerationConfig(model=str(model), prompts=str(split_csv), out=str(folder), split="test",
+                              generator_training="none",
                               steps=config.ddpm_steps, batch_size=16, seed=config.seed,
                               command=["demo", "untrained-ddpm"]))
     return read_synthetic_set(folder)
@@ -195,14 +199,15 @@ def untrained_ddpm_set(folder: Path, split_csv: Path, config: DemoConfig) -> Syn
 @dataclass
 class DemoData:
     """Everything the demo made: the real split, the classifier, the synthetic sets by model name (made from the
-    test rows, for the pretrained stage) and a faithful set made from the *train* rows (training data for the
-    retrained stage)."""
+    test rows, for the pretrained stage), and a faithful and a label-blind set made from the *train* rows (training
+    data for the retrained stage: the label-blind one is its negative control)."""
 
     split_csv: Path
     classifier: Classifier
     synthetic: dict[str, SyntheticSet]
     faithful_train: SyntheticSet | None = None
     classifier_dir: Path | None = None
+    label_blind_train: SyntheticSet | None = None
 
 
 def demo_retrained_config(config: DemoConfig = DemoConfig()):
@@ -216,6 +221,58 @@ def demo_retrained_config(config: DemoConfig = DemoConfig()):
                                      "real+synthetic:200+200", "mixed:200"),
                            seeds=(0, 1), image_size=config.image_size, epochs=6, batch_size=16, lr=3e-3,
                            augment=False, patience=6, synthetic_from="train", cpu_threads=config.cpu_threads)
+
+
+#: the negative control's sweep: the label-blind set alone, beside the real baseline shared with the faithful sweep
+NEGATIVE_CONTROL_SETTINGS: tuple[str, ...] = ("real:200", "synthetic:200")
+#: three seeds: the seed-to-seed spread is estimated, so its interval and its test against real are the combined ones
+NEGATIVE_CONTROL_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+def demo_negative_control_config(config: DemoConfig = DemoConfig()):
+    """The retrained demo's negative control: the label-blind generator's images (made from the train rows, their
+    findings drawn at random) trained on alone, with the faithful sweep's training settings, so its ``real:200``
+    units of seeds 0 and 1 are the faithful sweep's (reused, not trained again). Three seeds (4 units to train): a
+    label-blind model's AUROC per class strays from 0.5 with a random sign per seed, which only an interval that
+    holds the seed spread covers."""
+    from dataclasses import replace
+
+    return replace(demo_retrained_config(config), settings=NEGATIVE_CONTROL_SETTINGS, seeds=NEGATIVE_CONTROL_SEEDS)
+
+
+def run_demo_retrained(real, demo: DemoData, *, extra_info: str = "", results_dir: str | Path | None = None,
+                       config: DemoConfig = DemoConfig(), say=print) -> dict:
+    """The demo's retrained stage: the faithful sweep, then the label-blind negative control; prints both tables and
+    a line that sets the two synthetic-only settings side by side. Returns the outcomes by model name.
+
+    A stage that works separates them: trained on faithful images, the classifier finds the findings in real test
+    images (AUROC well above 0.5); trained on label-blind images it cannot (AUROC near 0.5, its CI covering 0.5)."""
+    from benchmark.utility_retrained import format_retrained_table, run_retrained_stage
+
+    outcomes = {}
+    for name, synthetic, sweep in (("demo-faithful", demo.faithful_train, demo_retrained_config(config)),
+                                   ("demo-label-blind", demo.label_blind_train, demo_negative_control_config(config))):
+        outcome = run_retrained_stage(real, synthetic, sweep, model_name=name, extra_info=extra_info,
+                                      results_dir=results_dir)
+        say(f"\n== retrained-classifier utility, {name} (run {outcome.run_id}) ==")
+        say(format_retrained_table(outcome.summary))
+        outcomes[name] = outcome
+    say(negative_control_summary(outcomes))
+    return outcomes
+
+
+def negative_control_summary(outcomes: dict) -> str:
+    """One line per demo generator: its ``synthetic:200`` real-test AUROC per class (mean over seeds [95% CI]) and
+    how many of the classes' CIs cover 0.5."""
+    lines = ["retrained negative control (trained on synthetic:200 alone, tested on real images):"]
+    for name, outcome in outcomes.items():
+        rows = outcome.summary[outcome.summary["setting_spec"] == "synthetic:200"]
+        cells = [f"{r['class']} {r['auroc']:.2f} [{r['auroc_ci_low']:.2f}, {r['auroc_ci_high']:.2f}]"
+                 for _, r in rows.iterrows()]
+        covering = int(((rows["auroc_ci_low"] <= 0.5) & (rows["auroc_ci_high"] >= 0.5)).sum())
+        lines.append(f"  {name:<18} mean AUROC {rows['auroc'].mean():.3f}; {'; '.join(cells)}; CI covers 0.5 in "
+                     f"{covering}/{len(rows)} classes")
+    return "\n".join(lines)
 
 
 def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress: bool = True) -> DemoData:
@@ -241,4 +298,5 @@ def build_demo(workdir: str | Path, config: DemoConfig = DemoConfig(), progress:
     }
     train = frame[frame["split"] == "train"].reset_index(drop=True)
     faithful_train = faithful_set(synthetic_dir / "faithful_train", train, table.classes, config)
-    return DemoData(split_csv, classifier, sets, faithful_train, demo_classifier_dir(config))
+    label_blind_train = label_blind_set(synthetic_dir / "label_blind_train", train, table.classes, config)
+    return DemoData(split_csv, classifier, sets, faithful_train, demo_classifier_dir(config), label_blind_train)

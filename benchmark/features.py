@@ -75,6 +75,7 @@ class FeatureExtractor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     check: Callable[[torch.Tensor, str], None] | None = None
     trained_on: tuple[str, ...] = ()
+    input_size: int = 0  # the network's input side in pixels (0: not known)
 
     @property
     def cache_key(self) -> str:
@@ -212,14 +213,16 @@ def load_extractor(kind: str = "xrv", weights: str | None = None, *, image_size:
             kind="xrv", name=f"xrv:{label}", weights=str(weights or DEFAULT_XRV_WEIGHTS), fingerprint=fingerprint,
             preprocessing=f"benchmark.preprocess.xrv_input(size={size}) -> DenseNet features2 at {size}px",
             dim=int(model.classifier.in_features), prepare=functools.partial(_xrv_prepare, size=size),
-            embed=classifier.features, device=dev, check=check_xrv_range, trained_on=tuple(classifier.trained_on))
+            embed=classifier.features, device=dev, check=check_xrv_range, trained_on=tuple(classifier.trained_on),
+            input_size=size)
     if kind == "pixels":
         size = int(image_size or DEFAULT_PIXEL_SIZE)
         preprocessing = f"float [0,1] from true bit depth, xrv centre crop, area resize to {size}x{size}"
         return FeatureExtractor(
             kind="pixels", name=f"pixels@{size}px", weights="none",
             fingerprint=hashlib.sha256(preprocessing.encode()).hexdigest(), preprocessing=preprocessing,
-            dim=size * size, prepare=functools.partial(pixel_input, size=size), embed=_flatten, device=dev)
+            dim=size * size, prepare=functools.partial(pixel_input, size=size), embed=_flatten, device=dev,
+            input_size=size)
     if kind == "inception":
         return _load_inception(weights, dev)
     if kind == "raddino":
@@ -250,7 +253,34 @@ def _load_inception(weights: str | None, dev: torch.device) -> FeatureExtractor:
         kind="inception", name="inception-v3", weights=str(weights or "pt_inception-2015-12-05"),
         fingerprint=fingerprint, preprocessing=f"uint8 grey from true bit depth, xrv centre crop, bilinear "
         f"antialiased resize to {INCEPTION_SIZE}, 3 channels", dim=2048, prepare=_inception_prepare, embed=embed,
-        device=dev)
+        device=dev, trained_on=("imagenet",), input_size=INCEPTION_SIZE)
+
+
+#: the chest X-ray datasets RAD-DINO (microsoft/rad-dino) was trained on (Pérez-García et al. 2025, its model card)
+RADDINO_TRAINED_ON: tuple[str, ...] = ("mimic-cxr", "chexpert", "nih", "padchest", "brax")
+
+
+def raddino_trained_on(weights: str) -> tuple[str, ...]:
+    """RAD-DINO's training datasets for its hub id or a folder of it; ``unknown`` for another model."""
+    folder = Path(weights)
+    name = weights.lower()
+    if not folder.exists() and name.rstrip("/").endswith("rad-dino"):
+        return RADDINO_TRAINED_ON
+    recorded = folder / "trained_on.json"  # a folder may say what its weights saw
+    if recorded.is_file():
+        return tuple(json.loads(recorded.read_text()))
+    return RADDINO_TRAINED_ON if "rad-dino" in name or "rad_dino" in name else ("unknown",)
+
+
+def _processor_size(processor: Any) -> int:
+    """The side an image processor crops or resizes to (0 when it does not say)."""
+    for attribute in ("crop_size", "size"):
+        value = getattr(processor, attribute, None)
+        if isinstance(value, dict):
+            value = value.get("height") or value.get("shortest_edge")
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def _load_raddino(weights: str, dev: torch.device) -> FeatureExtractor:
@@ -275,7 +305,7 @@ def _load_raddino(weights: str, dev: torch.device) -> FeatureExtractor:
         weights=str(weights), fingerprint=fingerprint,
         preprocessing="float [0,1] from true bit depth, grey to RGB, image processor " + processor.to_json_string(),
         dim=int(model.config.hidden_size), prepare=functools.partial(_raddino_prepare, processor=processor),
-        embed=embed, device=dev)
+        embed=embed, device=dev, trained_on=raddino_trained_on(weights), input_size=_processor_size(processor))
 
 
 # ----------------------------------------------------------------------------------------------------

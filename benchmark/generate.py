@@ -42,6 +42,7 @@ from benchmark.data import (
     read_split_csv,
     sidecar_path,
 )
+from benchmark.generator_training import add_generator_training_arguments, record_from_arguments
 from benchmark.provenance import environment_lock, git_commit, package_versions, utc_timestamp
 from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_CSV
 
@@ -199,6 +200,8 @@ class GenerationConfig:
     seed: int = 0
     save_mode: str = "L"
     long_prompts: str = "report"
+    generator_training: str | None = None
+    generator_training_ids: str | None = None
     command: list[str] = field(default_factory=list)
 
 
@@ -215,6 +218,40 @@ def save_png(pixels: np.ndarray, path: Path, save_mode: str) -> None:
     os.replace(tmp, path)
 
 
+def check_options(config: GenerationConfig) -> None:
+    """Stop on a numeric option out of range before anything loads (``--steps -2`` once made a "complete" set of
+    undenoised noise). Sizes the pipeline itself refuses (e.g. not a multiple of 8) are caught at the first batch."""
+    def need(ok: bool, flag: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise DataError(f"{flag} {value}: {rule}")
+
+    need(config.steps >= 1, "--steps", config.steps, "must be at least 1 (denoising steps)")
+    need(config.images_per_prompt >= 1, "--images-per-prompt", config.images_per_prompt, "must be at least 1")
+    need(config.batch_size >= 1, "--batch-size", config.batch_size, "must be at least 1")
+    for flag, value in (("--height", config.height), ("--width", config.width)):
+        need(value is None or value >= 8, flag, value, "must be at least 8 pixels")
+    need(config.max_prompts is None or config.max_prompts >= 1, "--max-prompts", config.max_prompts,
+         "must be at least 1")
+    need(config.guidance is None or config.guidance >= 0, "--guidance", config.guidance, "must not be negative")
+    need(config.true_cfg_scale is None or config.true_cfg_scale >= 0, "--true-cfg-scale", config.true_cfg_scale,
+         "must not be negative")
+    need(config.max_sequence_length is None or config.max_sequence_length >= 1, "--max-sequence-length",
+         config.max_sequence_length, "must be at least 1")
+    need(config.seed >= 0, "--seed", config.seed, "must not be negative")
+
+
+def image_is_whole(path: Path) -> bool:
+    """Whether ``path`` exists and decodes as an image: header, size and (for PNG) every chunk's checksum, without
+    decoding the pixels. A zero-byte or cut-off file left by a killed run is not whole."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            image.verify()
+        return width > 0 and height > 0
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
 def check_run(out: Path, run: dict[str, Any]) -> None:
     """Stop when ``out`` already holds a run whose image-defining settings differ, naming each difference.
 
@@ -223,6 +260,8 @@ def check_run(out: Path, run: dict[str, Any]) -> None:
     path = out / RUN_JSON
     if not path.exists():
         return
+    if not any((out / IMAGES_DIR).glob("*.png")):
+        return  # a run that made no image (e.g. it stopped on a bad option) is replaced by this one
     previous = json.loads(path.read_text())
     defaults = asdict(GenerationConfig(model="", prompts="", out=""))  # settings older runs did not record
     differ = [k for k in IMAGE_DEFINING if previous.get(k, defaults.get(k)) != run.get(k)]
@@ -272,6 +311,7 @@ def _generate(config: GenerationConfig) -> Path:
         torch.backends.cudnn.benchmark = False
     if config.save_mode not in ("L", "RGB"):
         raise DataError(f"--save-mode must be L or RGB, got {config.save_mode!r}")
+    check_options(config)
     dtype = resolve_dtype(config.dtype, state.device)
     out = Path(config.out)
     prompts = load_prompts(config.prompts, split=config.split, prompt_col=config.prompt_col,
@@ -300,7 +340,7 @@ def _generate(config: GenerationConfig) -> Path:
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     if state.is_main_process:
-        if not (out / RUN_JSON).exists():
+        if not (out / RUN_JSON).exists() or not any((out / IMAGES_DIR).glob("*.png")):
             atomic_write_text(out / RUN_JSON, json.dumps(run, indent=2, default=str) + "\n")
         atomic_write_text(out / PLAN_CSV, plan_csv)
         print(prompts.carried(), file=sys.stderr)
@@ -320,6 +360,14 @@ def _generate(config: GenerationConfig) -> Path:
 
     batches = plan_batches(len(plan), config.batch_size)
     names = plan["img_savename"].tolist()
+    broken = [n for n in names if (out / n).exists() and not image_is_whole(out / n)]
+    state.wait_for_everyone()
+    if broken and state.is_main_process:
+        for name in broken:
+            (out / name).unlink(missing_ok=True)
+        print(f"{len(broken)} existing image(s) did not decode (e.g. {broken[0]}: empty or cut off by a killed "
+              "run); they are made again", file=sys.stderr)
+    state.wait_for_everyone()
     with state.split_between_processes(list(enumerate(batches))) as my_batches:
         my_images = sum(len(b) for _, b in my_batches)
         bar = tqdm(total=my_images, unit="img", disable=not state.is_main_process,
@@ -333,12 +381,18 @@ def _generate(config: GenerationConfig) -> Path:
                     continue
                 rows = plan.iloc[positions]
                 started = time.perf_counter()
-                images = run_batch(
-                    loaded, prompts=rows["prompt"].tolist(),
-                    class_labels=[int(c) for c in rows["class_label"]] if loaded.kind == CLASS_CONDITIONAL else None,
-                    seeds=[int(s) for s in rows["seed"]], steps=config.steps, guidance=config.guidance,
-                    height=config.height, width=config.width, negative_prompt=config.negative_prompt,
-                    options=options)
+                try:
+                    images = run_batch(
+                        loaded, prompts=rows["prompt"].tolist(),
+                        class_labels=[int(c) for c in rows["class_label"]] if loaded.kind == CLASS_CONDITIONAL
+                        else None,
+                        seeds=[int(s) for s in rows["seed"]], steps=config.steps, guidance=config.guidance,
+                        height=config.height, width=config.width, negative_prompt=config.negative_prompt,
+                        options=options)
+                except ValueError as exc:  # the pipeline's own check of a setting, e.g. a size not divisible by 8
+                    raise DataError(f"{loaded.pipeline_class} refused the settings (--height {config.height}, "
+                                    f"--width {config.width}, --steps {config.steps}, --guidance "
+                                    f"{config.guidance}): {exc}") from exc
                 seconds = time.perf_counter() - started
                 sizes = {"generated_size": list(loaded.last_generated_size or images.shape[1:3]),
                          "image_size": list(images.shape[1:3])}
@@ -448,6 +502,7 @@ def _manifest_facts(config: GenerationConfig, loaded: Any, prompts: PromptTable,
         "steps": config.steps, "requested_height": config.height, "requested_width": config.width, **applied,
         "dtype": config.dtype, "batch_size": config.batch_size, "images_per_prompt": config.images_per_prompt,
         "seed": config.seed,
+        "generator_training": record_from_arguments(config.generator_training, config.generator_training_ids),
         "seed_policy": "image seed = first 63 bits of sha256('<seed>/<source_row>/<image_index>'), one "
                        "torch.Generator per image (CPU); batches fixed by the plan and batch size",
         "safety_checker": "disabled",
@@ -464,9 +519,9 @@ def _manifest_facts(config: GenerationConfig, loaded: Any, prompts: PromptTable,
 def write_index(out: str | Path, manifest_updates: dict[str, Any] | None = None) -> pd.DataFrame:
     """Build ``synthetic.csv`` and ``manifest.json`` from ``plan.csv``, the parts and the images on disk.
 
-    Rows are the planned images whose file exists, in plan order; the manifest says how many were planned,
-    finished and missing, and how many finished images had no part entry (a crash between writing the image and
-    logging it). Safe to call at any time, e.g. after a crash (``--rebuild-index``).
+    Rows are the planned images whose file exists and decodes (:func:`image_is_whole`), in plan order; the
+    manifest says how many were planned, finished and missing, and how many finished images had no part entry (a
+    crash between writing the image and logging it). Safe to call at any time, e.g. after a crash (``--rebuild-index``).
     """
     out = Path(out)
     if not (out / PLAN_CSV).is_file():
@@ -487,7 +542,7 @@ def write_index(out: str | Path, manifest_updates: dict[str, Any] | None = None)
             except (json.JSONDecodeError, KeyError):
                 if number < len(part.read_text().splitlines()):  # only a cut-off last line is expected
                     raise DataError(f"{part}: line {number} is not a part record") from None
-    exists = plan["img_savename"].map(lambda n: (out / n).is_file())
+    exists = plan["img_savename"].map(lambda n: image_is_whole(out / n))
     done = plan[exists.to_numpy()]
     previous = json.loads((out / MANIFEST_JSON).read_text()) if (out / MANIFEST_JSON).exists() else {}
     manifest = {**previous, **(manifest_updates or {})}
@@ -543,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prompts over the tokenizer limit: count and report them (default), or stop")
     parser.add_argument("--rebuild-index", action="store_true",
                         help="only rebuild synthetic.csv and manifest.json of --out from its plan and images")
+    add_generator_training_arguments(parser)
     return parser
 
 
@@ -560,6 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise DataError("give --model and --prompts (or REAL_CSV)")
         fields = {k: v for k, v in vars(args).items() if k != "rebuild_index"}
         config = GenerationConfig(**fields, command=["generate.sh", *argv])
+        check_options(config)
+        record_from_arguments(config.generator_training, config.generator_training_ids)  # a bad record stops here
         out = generate(config)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,11 +5,17 @@ result rows and the memorisation result out) and :func:`main` (the CLI: reads th
 ``results/image_quality_metrics.csv`` rows keyed by model_name, extra_info, feature_extractor and class, and the
 memorisation report under ``results/runs/<run_id>/``).
 
-* Fidelity (FID with bootstrap CI, KID, PRDC) compares the synthetic images with the real images of
-  ``--real-split`` (default ``test``, the split whose prompts a generator is run on); ``--n N`` draws N images
-  from each side first (stops when a side has fewer). With ``--per-class``, every class of the split adds a row:
-  synthetic images whose label for the class is 1 against real images whose label is 1 (both sides down to the
-  smaller count when ``--n`` is given; figures left empty, with a note, when a side has ``k`` or fewer images).
+* Fidelity (FID and FD∞ with delete-a-group jackknife intervals over patients, KID, PRDC; see
+  :mod:`benchmark.fidelity`) compares the synthetic images with the real images of ``--real-split`` (default
+  ``test``, the split whose prompts a generator is run on); ``--n N`` draws N images from each side first (stops
+  when a side has fewer). With ``--per-class``, every class of the split adds a row: synthetic images whose label
+  for the class is 1 against real images whose label is 1 (both sides down to the smaller count when ``--n`` is
+  given; figures left empty, with a note, when a side has ``k`` or fewer images). Real images are clustered by
+  patient; synthetic ones by ``patient_id`` when synthetic.csv has it, else by ``source_row``.
+* FID floor: every row with figures also gets the FID between its real images and as many *other* real images
+  (same class; held-out splits first, then train; patient-disjoint) as it has synthetic ones, in the same feature
+  space: what FID reads between two real samples of these sizes. FID is driven by sample size, so FID next to its
+  floor is comparable across classes and models; FID alone is not.
 * Diversity (overall row): MS-SSIM within prompts and across random pairs, the real split's value beside each.
 * Memorisation: every synthetic image against the ``train`` split (see :mod:`benchmark.memorisation`), with the
   share of ``--real-split`` images flagged the same way beside it (the chance level: other patients).
@@ -32,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from benchmark.cli import add_set_arguments
-from benchmark.data import DataError, SplitTable, load_image, read_split_csv
+from benchmark.data import DataError, SplitTable, load_image, read_split_csv, undersized_note
 from benchmark.diversity import DEFAULT_PAIRS, DEFAULT_PER_PROMPT, DEFAULT_PROMPTS, DEFAULT_SIZE, diversity_metrics
 from benchmark.features import (
     DEFAULT_PIXEL_SIZE,
@@ -46,7 +53,17 @@ from benchmark.features import (
     process_state,
     square_float,
 )
-from benchmark.fidelity import fidelity_metrics, subsample_indices
+from benchmark.fidelity import (
+    DEFAULT_JACKKNIFE_GROUPS,
+    MIN_JACKKNIFE_GROUPS,
+    balanced_groups,
+    fid_jackknife,
+    fidelity_metrics,
+    subsample_indices,
+)
+from benchmark.generator_training import check_generator_overlap, training_references
+from benchmark.generator_training import resolve as resolve_generator_training
+from benchmark.leakage import extractor_note
 from benchmark.memorisation import (
     DEFAULT_CALIBRATION_N,
     DEFAULT_MAX_SHIFT,
@@ -57,7 +74,7 @@ from benchmark.memorisation import (
     write_report,
 )
 from benchmark.provenance import new_run_id
-from benchmark.results import run_dir, upsert_rows
+from benchmark.results import check_writable, run_dir, write_run_rows
 from benchmark.synthetic import SyntheticSet, read_synthetic_set
 
 TABLE = "image_quality_metrics"
@@ -74,7 +91,7 @@ class QualityOptions:
     k: int = 5
     kid_subset_size: int = 1000
     kid_subsets: int = 100
-    bootstrap: int = 100
+    jackknife_groups: int = DEFAULT_JACKKNIFE_GROUPS
     seed: int = 0
     batch_size: int = 32
     num_workers: int = 0
@@ -109,38 +126,189 @@ class QualityReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _figures_or_note(real: np.ndarray, fake: np.ndarray, options: QualityOptions, seed: int) -> dict[str, Any]:
+def synthetic_clusters(frame: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Cluster id ``(n,)`` of each synthetic image and what the clusters are: its source patient where
+    synthetic.csv has a ``patient_id``, else its ``source_row`` (images of one prompt row), else the image alone."""
+    n = len(frame)
+    ids = np.array([f"image:{i}" for i in range(n)], dtype=object)
+    kinds = np.full(n, "image", dtype=object)
+    for column, kind in (("source_row", "prompt row"), ("patient_id", "source patient")):
+        if column in frame.columns:
+            values = frame[column].astype(str).str.strip().to_numpy()
+            has = (values != "") & (values != "nan")
+            ids[has] = [f"{column}:{v}" for v in values[has]]
+            kinds[has] = kind
+    used = [k for k in ("source patient", "prompt row", "image") if (kinds == k).any()]
+    return ids.astype(str), " / ".join(used)
+
+
+@dataclass
+class FloorPlan:
+    """The two real samples of one row's FID floor: ``a`` (the row's own real images, or half of them) and ``b``
+    (other real images, as many as the row's synthetic ones where there are enough), with their patients."""
+
+    a_paths: list[Path]
+    a_patients: np.ndarray
+    b_paths: list[Path]
+    b_patients: np.ndarray
+    source: str
+
+
+def floor_pool(real: SplitTable, reference_splits: Sequence[str]) -> SplitTable:
+    """Real rows outside the reference splits whose patient is not in them, held-out splits (val, test) before
+    train, in split order: where a row's FID floor draws its second sample from."""
+    frame = real.frame
+    in_reference = frame["split"].isin(list(reference_splits))
+    patients = set(frame.loc[in_reference, "patient_id"])
+    order = {"val": 0, "test": 1, "train": 2}
+    pool = frame[~in_reference & ~frame["patient_id"].isin(patients)]
+    pool = pool.iloc[np.argsort(pool["split"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+    return SplitTable(pool, list(real.classes), real.dataset, real.source, real.image_root, dict(real.meta))
+
+
+def plan_floor(reference: SplitTable, ref_rows: np.ndarray, n_b: int, pool: SplitTable, pool_rows: np.ndarray,
+               seed: int) -> FloorPlan | str:
+    """The floor of a row comparing reference rows ``ref_rows`` with ``n_b`` synthetic images: the same reference
+    images against ``n_b`` rows drawn without replacement from ``pool_rows`` of ``pool`` (all of the first split
+    in pool order before any of the next; the first ``n_b`` of a seeded shuffle, so draws of different sizes are
+    nested and share cached features). With fewer pool rows: the reference images split into two
+    patient-disjoint halves, the second drawn down to ``n_b``. A string (the reason) when neither is possible."""
+    ref_paths = reference.image_paths()
+    ref_patients = reference.frame["patient_id"].to_numpy().astype(str)
+    rng = np.random.default_rng([seed, 8231])
+    if len(pool_rows) >= n_b:
+        splits = pool.frame["split"].to_numpy()[pool_rows]
+        chosen: list[int] = []
+        counts: dict[str, int] = {}
+        for split in dict.fromkeys(splits.tolist()):
+            rows = pool_rows[splits == split]
+            take = min(n_b - len(chosen), len(rows))
+            chosen += rng.permutation(rows)[:take].tolist()  # nested: a larger draw extends a smaller one
+            counts[split] = take
+            if len(chosen) == n_b:
+                break
+        paths = pool.image_paths()
+        drawn = " + ".join(f"{n} {split}" for split, n in counts.items())
+        return FloorPlan([ref_paths[i] for i in ref_rows], ref_patients[ref_rows], [paths[i] for i in chosen],
+                         pool.frame["patient_id"].to_numpy().astype(str)[chosen],
+                         f"{len(ref_rows)} reference vs {drawn} other real images (patient-disjoint), the row's sizes")
+    patients = ref_patients[ref_rows]
+    if len(np.unique(patients)) < 2:
+        return (f"no FID floor: {len(pool_rows)} other real images for {n_b} synthetic ones, and the reference "
+                "holds one patient, so it cannot be halved")
+    half = balanced_groups(patients, 2, [seed, 8232])
+    a_rows, b_rows = ref_rows[half == 0], ref_rows[half == 1]
+    if len(b_rows) > n_b:
+        b_rows = np.sort(rng.choice(b_rows, n_b, replace=False))
+    return FloorPlan([ref_paths[i] for i in a_rows], ref_patients[a_rows], [ref_paths[i] for i in b_rows],
+                     ref_patients[b_rows],
+                     f"two patient-disjoint halves of the reference ({len(a_rows)} vs {len(b_rows)} images; only "
+                     f"{len(pool_rows)} other real images for {n_b}): smaller than the row's sizes, so this floor "
+                     "reads higher than one at them")
+
+
+def floor_columns(plan: FloorPlan | str | None, take: Any, options: QualityOptions, fid_value: float) -> dict[str, Any]:
+    """``fid_floor`` (+ jackknife interval, sizes, source) and ``fid_minus_floor`` of a row; a note instead when
+    there is no floor. ``take``: paths -> features ``(n, D)``."""
+    if plan is None:
+        return {}
+    if isinstance(plan, str):
+        return {"fid_floor_source": "", "floor_note": plan}
+    result = fid_jackknife(take(plan.a_paths), take(plan.b_paths), real_clusters=plan.a_patients,
+                           fake_clusters=plan.b_patients, n_groups=options.jackknife_groups, seed=options.seed,
+                           device=options.device)
+    return {"fid_floor": result.fid, "fid_floor_ci_low": result.ci_low, "fid_floor_ci_high": result.ci_high,
+            "fid_floor_n_a": len(plan.a_paths), "fid_floor_n_b": len(plan.b_paths),
+            "fid_floor_source": plan.source, "fid_minus_floor": fid_value - result.fid,
+            "floor_groups": result.groups,
+            "floor_note": "; ".join(f"FID floor: {n}" for n in result.notes)}
+
+
+def _figures_or_note(real: np.ndarray, fake: np.ndarray, options: QualityOptions, seed: int, *,
+                     real_clusters: np.ndarray, fake_clusters: np.ndarray, fake_kind: str) -> dict[str, Any]:
     if len(real) <= options.k or len(fake) <= options.k:
         return {"n_real": len(real), "n_synthetic": len(fake),
                 "notes": f"too few images for the figures (need more than k={options.k} per side)"}
-    return fidelity_metrics(real, fake, k=options.k, kid_subset_size=options.kid_subset_size,
-                            kid_n_subsets=options.kid_subsets, n_bootstrap=options.bootstrap, seed=seed,
-                            device=options.device)
+    return fidelity_metrics(real, fake, real_clusters=real_clusters, fake_clusters=fake_clusters,
+                            real_cluster_kind="patient", fake_cluster_kind=fake_kind, k=options.k,
+                            kid_subset_size=options.kid_subset_size, kid_n_subsets=options.kid_subsets,
+                            n_groups=options.jackknife_groups, seed=seed, device=options.device)
+
+
+@dataclass
+class _RowPlan:
+    name: str
+    real_rows: np.ndarray
+    synthetic_rows: np.ndarray
+    n_real_available: int
+    n_synthetic_available: int
+    floor: FloorPlan | str | None = None
+
+
+def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityOptions) -> list[_RowPlan]:
+    """Which real and synthetic rows each result row compares (overall first, then each class)."""
+    n_ref, n_syn = len(reference.frame), len(synthetic.frame)
+    plans = [_RowPlan(OVERALL, subsample_indices(n_ref, options.n, options.seed),
+                      subsample_indices(n_syn, options.n, options.seed + 1), n_ref, n_syn)]
+    if options.per_class:
+        real_labels, syn_labels = reference.labels(), synthetic.labels()
+        for j, name in enumerate(reference.classes):
+            real_idx = np.flatnonzero(real_labels[:, j] == 1)
+            syn_idx = np.flatnonzero(syn_labels[:, j] == 1)
+            n_class = None if options.n is None else min(options.n, len(real_idx), len(syn_idx))
+            plans.append(_RowPlan(name, real_idx[subsample_indices(len(real_idx), n_class, options.seed)],
+                                  syn_idx[subsample_indices(len(syn_idx), n_class, options.seed + 1)],
+                                  len(real_idx), len(syn_idx)))
+    return plans
 
 
 def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtractor, options: QualityOptions, *,
-             pixel_extractor: FeatureExtractor | None = None) -> QualityReport | None:
+             pixel_extractor: FeatureExtractor | None = None,
+             generator_references: tuple[list[Path], list[str]] | None = None) -> QualityReport | None:
     """Compute every figure of the stage; returns None on non-main accelerate processes (after extraction).
 
-    ``real``: the whole split (its ``--real-split`` rows are the fidelity reference, its ``train`` rows the
-    memorisation reference); ``synthetic``: read with the split's classes when ``options.per_class``.
-    Raises :class:`DataError` (naming the file for an unreadable image) before anything is written anywhere.
+    ``real``: the whole split (its ``--real-split`` rows are the fidelity reference, its other rows the FID
+    floor's second sample, its ``train`` rows the memorisation reference); ``synthetic``: read with the split's
+    classes when ``options.per_class``. ``generator_references``: the generator's own training images and their
+    patients (from its manifest's ``generator_training``), searched for memorised copies instead of the split's
+    train rows. Raises :class:`DataError` (naming the file for an unreadable image) before
+    anything is written anywhere.
     """
     reference = real.subset(list(options.real_split))
     if len(reference.frame) == 0:
         raise DataError(f"{real.source}: no real images in split {'+'.join(options.real_split)}")
     train = real.subset("train")
     notes: list[str] = []
-    do_memorisation = options.memorisation and train.frame["patient_id"].nunique() >= 2
+    if generator_references is not None:
+        train_candidates, train_patients = list(generator_references[0]), list(generator_references[1])
+        notes.append(f"memorisation searched the generator's own {len(train_candidates)} training images")
+    else:
+        train_candidates, train_patients = train.image_paths(), train.frame["patient_id"].tolist()
+    do_memorisation = options.memorisation and len(set(train_patients)) >= 2
     if options.memorisation and not do_memorisation:
-        notes.append("memorisation skipped: the split's train rows do not hold two patients to calibrate on")
+        notes.append("memorisation skipped: the training images do not hold two patients to calibrate on")
     ref_paths, syn_paths = reference.image_paths(), synthetic.image_paths()
+    if extractor.input_size:
+        notes += [n for n in (undersized_note(ref_paths, extractor.input_size, "real"),
+                              undersized_note(syn_paths, extractor.input_size, "synthetic")) if n]
     if options.n is not None and (len(ref_paths) < options.n or len(syn_paths) < options.n):
         raise DataError(f"--n {options.n}: only {len(ref_paths)} real ({'+'.join(options.real_split)}) and "
                         f"{len(syn_paths)} synthetic images; lower --n or add images")
-    train_paths = train.image_paths() if do_memorisation else []
+    ref_patients = reference.frame["patient_id"].to_numpy().astype(str)
+    syn_clusters, syn_kind = synthetic_clusters(synthetic.frame)
+    plans = _plan_rows(reference, synthetic, options)
+    pool = floor_pool(real, options.real_split)
+    pool_labels = pool.labels()
+    for plan in plans:
+        if len(plan.real_rows) > options.k and len(plan.synthetic_rows) > options.k:
+            pool_rows = np.arange(len(pool.frame)) if plan.name == OVERALL else \
+                np.flatnonzero(pool_labels[:, real.classes.index(plan.name)] == 1)
+            plan.floor = plan_floor(reference, plan.real_rows, len(plan.synthetic_rows), pool, pool_rows,
+                                    options.seed)
+    floor_paths = [p for plan in plans if isinstance(plan.floor, FloorPlan) for p in plan.floor.b_paths]
+    train_paths = train_candidates if do_memorisation else []
     held_out = [p for p, split in zip(ref_paths, reference.frame["split"], strict=True) if split != "train"]
-    everything = list(dict.fromkeys([*ref_paths, *syn_paths, *train_paths]))
+    everything = list(dict.fromkeys([*ref_paths, *syn_paths, *train_paths, *floor_paths]))
     position = {p: i for i, p in enumerate(everything)}
     cache_dir = options.cache_dir if options.cache_dir is not None else default_cache_dir()
     common = {"cache_dir": cache_dir, "use_cache": options.use_cache, "batch_size": options.batch_size,
@@ -170,7 +338,7 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
 
         memorisation = memorisation_check(
             syn_features, take_pixels(syn_paths), take(train_paths), take_pixels(train_paths),
-            train.frame["patient_id"].tolist(), real_features=take(held_out), real_pixels=take_pixels(held_out),
+            train_patients, real_features=take(held_out), real_pixels=take_pixels(held_out),
             quantile=options.quantile, n_calibration=options.calibration_n,
             max_shift=options.max_shift, flip=True, seed=options.seed, device=options.device)
 
@@ -180,35 +348,33 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
             "real_split": "+".join(options.real_split), "synthetic_dir": str(synthetic.root),
             "n_requested": options.n if options.n is not None else "", "seed": options.seed,
             "features_cached": cached, "features_computed": computed}
-    overall = dict(base, **{"class": OVERALL, "n_real_available": len(ref_features),
-                            "n_synthetic_available": len(syn_features)})
-    idx_r = subsample_indices(len(ref_features), options.n, options.seed)
-    idx_s = subsample_indices(len(syn_features), options.n, options.seed + 1)
-    overall.update(_figures_or_note(ref_features[idx_r], syn_features[idx_s], options, options.seed))
-    if options.diversity:
-        overall.update(diversity_metrics(
-            syn_paths, synthetic.frame["prompt"].tolist(), ref_paths, reference.frame["prompt"].tolist(),
-            size=options.msssim_size, n_pairs=options.diversity_pairs, per_prompt=options.images_per_prompt,
-            max_prompts=options.diversity_prompts, seed=options.seed, device=options.device))
-    if memorisation is not None:
-        overall.update(summary_row(memorisation))
-    rows = [overall]
-    if options.per_class:
-        real_labels, syn_labels = reference.labels(), synthetic.labels()
-        for j, name in enumerate(real.classes):
-            real_idx = np.flatnonzero(real_labels[:, j] == 1)
-            syn_idx = np.flatnonzero(syn_labels[:, j] == 1)
-            row = dict(base, **{"class": name, "n_real_available": len(real_idx),
-                                "n_synthetic_available": len(syn_idx)})
-            n_class = None if options.n is None else min(options.n, len(real_idx), len(syn_idx))
-            pick_r = real_idx[subsample_indices(len(real_idx), n_class, options.seed)]
-            pick_s = syn_idx[subsample_indices(len(syn_idx), n_class, options.seed + 1)]
-            row.update(_figures_or_note(ref_features[pick_r], syn_features[pick_s], options, options.seed))
-            if memorisation is not None and len(syn_idx):
-                row.update(summary_row(memorisation, mask=syn_labels[:, j] == 1))
-            rows.append(row)
-    return QualityReport(rows, memorisation, syn_paths, train_paths, train.frame["patient_id"].tolist(),
-                         cached, computed, notes)
+    syn_labels = synthetic.labels() if options.per_class else None
+    rows = []
+    for plan in plans:
+        row = dict(base, **{"class": plan.name, "n_real_available": plan.n_real_available,
+                            "n_synthetic_available": plan.n_synthetic_available})
+        row.update(_figures_or_note(ref_features[plan.real_rows], syn_features[plan.synthetic_rows], options,
+                                    options.seed, real_clusters=ref_patients[plan.real_rows],
+                                    fake_clusters=syn_clusters[plan.synthetic_rows], fake_kind=syn_kind))
+        floor = floor_columns(plan.floor, take, options, row.get("fid", math.nan))
+        floor_note, floor_groups = floor.pop("floor_note", ""), floor.pop("floor_groups", None)
+        row.update(floor)
+        if floor_groups is not None:
+            row["ci_method"] += f"; FID floor: the same jackknife ({floor_groups} groups)" if floor_groups else \
+                "; FID floor: no interval (too few patients)"
+        row["notes"] = "; ".join(filter(None, [row.get("notes", ""), floor_note]))
+        if plan.name == OVERALL:
+            if options.diversity:
+                row.update(diversity_metrics(
+                    syn_paths, synthetic.frame["prompt"].tolist(), ref_paths, reference.frame["prompt"].tolist(),
+                    size=options.msssim_size, n_pairs=options.diversity_pairs, per_prompt=options.images_per_prompt,
+                    max_prompts=options.diversity_prompts, seed=options.seed, device=options.device))
+            if memorisation is not None:
+                row.update(summary_row(memorisation))
+        elif memorisation is not None and syn_labels is not None and plan.n_synthetic_available:
+            row.update(summary_row(memorisation, mask=syn_labels[:, real.classes.index(plan.name)] == 1))
+        rows.append(row)
+    return QualityReport(rows, memorisation, syn_paths, train_paths, train_patients, cached, computed, notes)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -236,7 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="neighbours for precision/recall/density/coverage")
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--bootstrap", type=int, default=100, help="FID bootstrap resamples (0: no CI)")
+    p.add_argument("--jackknife-groups", type=int, default=DEFAULT_JACKKNIFE_GROUPS,
+                   help="groups of whole patients for the FID / FD∞ / KID jackknife intervals (capped at the number "
+                        "of clusters on the smaller side; below 5: no interval)")
+    p.add_argument("--bootstrap", type=int, default=None, help="deprecated and ignored (FID's interval is now the "
+                   "jackknife); accepted for one release")
     p.add_argument("--batch-size", type=int, default=_env_int("BATCH_SIZE", 32))
     p.add_argument("--num-workers", type=int, default=_env_int("NUM_WORKERS", 0))
     p.add_argument("--seed", type=int, default=_env_int("SEED", 0))
@@ -259,12 +429,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> QualityOptions:
-    """The :class:`QualityOptions` of parsed CLI flags."""
+    """The :class:`QualityOptions` of parsed CLI flags (``--bootstrap``, deprecated, is ignored with a warning)."""
+    if args.bootstrap is not None:
+        print(f"warning: --bootstrap {args.bootstrap} is deprecated and ignored: FID's interval is now a "
+              "delete-a-group jackknife over patients (--jackknife-groups, default "
+              f"{DEFAULT_JACKKNIFE_GROUPS}); the flag will be removed in the next release", file=sys.stderr)
+    if args.jackknife_groups < MIN_JACKKNIFE_GROUPS:
+        raise DataError(f"--jackknife-groups {args.jackknife_groups}: use at least {MIN_JACKKNIFE_GROUPS} (default "
+                        f"{DEFAULT_JACKKNIFE_GROUPS})")
+    for flag, value, least in (("--n", args.n, args.k + 1), ("--k", args.k, 1), ("--kid-subset-size",
+                                                                                args.kid_subset_size, 2),
+                               ("--kid-subsets", args.kid_subsets, 1), ("--batch-size", args.batch_size, 1),
+                               ("--pixel-size", args.pixel_size, 8), ("--msssim-size", args.msssim_size, 16)):
+        if value is not None and value < least:
+            raise DataError(f"{flag} {value}: use at least {least}"
+                            + (f" (PRDC with --k {args.k} needs more than k images per side)" if flag == "--n" else ""))
     splits = ("train", "val", "test") if args.real_split == "all" else \
         tuple(s.strip() for s in args.real_split.split(",") if s.strip())
     return QualityOptions(
         real_split=splits, per_class=args.per_class, n=args.n, k=args.k, kid_subset_size=args.kid_subset_size,
-        kid_subsets=args.kid_subsets, bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
+        kid_subsets=args.kid_subsets, jackknife_groups=args.jackknife_groups, seed=args.seed,
+        batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         memorisation=not args.no_memorisation, pixel_size=args.pixel_size, max_shift=args.max_shift,
         quantile=args.memorisation_quantile, calibration_n=args.calibration_n, diversity=not args.no_diversity,
@@ -286,14 +471,22 @@ def run(args: argparse.Namespace) -> Path | None:
     if not args.real or not args.synthetic:
         raise DataError("give --real CSV and --synthetic DIR (or set REAL_CSV and SYNTHETIC_DIR)")
     options = options_from_args(args)
+    check_writable(TABLE, args.results_dir)  # before the features: a full disk or a corrupt CSV stops here
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     real = read_split_csv(args.real, image_root=args.image_root, classes=classes)
     synthetic = read_synthetic_set(args.synthetic, classes=real.classes if options.per_class else None)
     if options.cache_dir is None:
         options.cache_dir = str(default_cache_dir(args.results_dir))
+    training = resolve_generator_training(synthetic.manifest.get("generator_training"),
+                                          where=str(synthetic.root / "manifest.json"))
+    generator = check_generator_overlap(training, real, allow=args.allow_generator_overlap)
     extractor = load_extractor(args.features, args.weights, image_size=args.image_size, device=options.device,
                                xrv_cache_dir=args.xrv_cache_dir)
-    report = evaluate(real, synthetic, extractor, options)
+    extractor_warning = extractor_note(real.dataset, extractor.name, extractor.trained_on)
+    if extractor_warning:
+        print(f"warning: {extractor_warning}", file=sys.stderr)
+    report = evaluate(real, synthetic, extractor, options,
+                      generator_references=training_references(training, real))
     if report is None:
         return None
     model_name = args.model_name or synthetic.model_name
@@ -303,13 +496,14 @@ def run(args: argparse.Namespace) -> Path | None:
         write_report(report.memorisation, folder, report.synthetic_paths, report.train_paths, report.train_patients,
                      load=_grid_image)
     rows = [{"model_name": model_name, "extra_info": args.extra_info or "", "feature_extractor": extractor.name,
-             **row, "report_dir": str(folder), "notes": "; ".join([*report.notes, *filter(None, [row.get("notes")])])}
+             **row, **generator.columns(), "feature_note": extractor_warning, "report_dir": str(folder),
+             "notes": "; ".join([*report.notes, *filter(None, [row.get("notes")])])}
             for row in report.rows]
     config = {"options": asdict(options), "real": str(args.real), "synthetic": str(args.synthetic),
               "features": extractor.describe(), "classes": real.classes}
-    path = upsert_rows(TABLE, rows, results_dir=args.results_dir, config=config, run_id=run_id)
-    shown = ("class", "n_real", "n_synthetic", "fid", "kid_mean", "precision", "recall", "density", "coverage",
-             "memorised_share")
+    path = write_run_rows(TABLE, rows, folder, results_dir=args.results_dir, config=config, run_id=run_id)
+    shown = ("class", "n_real", "n_synthetic", "fid", "fid_floor", "fd_inf", "kid_mean", "precision", "recall",
+             "density", "coverage", "memorised_share")
     print(f"{model_name} [{extractor.name}] features: {report.features_computed} computed, "
           f"{report.features_cached} from cache")
     for row in rows:

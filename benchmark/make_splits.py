@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmark import __version__
 from benchmark.data import DataError, read_csv_strings, read_split_csv, split_summary, write_split_csv
+from benchmark.leakage import check_dataset_name
 from benchmark.splits.chexgenbench import build_chexgenbench_split
 from benchmark.splits.common import (
     CLASS_LABEL_RULES,
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("--images", required=True, help="FOLDER/<class>/<image>")
     folder.add_argument("--patient-regex", help="regex on the file name; group 1 is the patient id")
     folder.add_argument("--dataset", required=True, help="source dataset name, for the leakage guard")
+    for builder in (csv, folder):
+        builder.add_argument("--allow-unknown-dataset", action="store_true",
+                             help="keep a --dataset name the leakage guard does not know (stages then refuse to "
+                                  "score it unless --allow-leakage, which every row records)")
     folder.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE)
 
     demo = sub.add_parser("demo", help="the built-in phantom data set: images + DIR/split.csv")
@@ -111,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="first patient number; populations with disjoint ranges share no patient")
     demo.add_argument("--fractions", default="0.7,0.1,0.2")
     return parser
+
+
+#: the sidecar's ``case_mix`` for a PadChest split built without --keep-other
+CASE_MIX_ENRICHED = ("enriched: only images with at least one of the classes (built without --keep-other), so each "
+                     "class's negatives are images positive for another class")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
@@ -137,6 +147,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         )
         frame, dataset = built.frame, "padchest"
         meta["dropped"] = built.dropped
+        meta["case_mix"] = "all images of the views" if args.keep_other else CASE_MIX_ENRICHED
         for reason, count in built.dropped.items():
             print(f"dropped {count:>7} rows: {reason}")
     elif args.source == "chexgenbench":
@@ -153,20 +164,30 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
             prompt_template=args.prompt_template,
             source=args.csv, **common,
         )
-        classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], args.dataset
+        classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], _dataset(args)
         meta["uncertain"] = args.uncertain
     else:
         frame = build_folder_split(args.images, patient_regex=args.patient_regex, seed=args.seed,
                                    fractions=fractions, prompt_template=args.prompt_template)
-        classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], args.dataset
+        classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], _dataset(args)
         args.image_root = args.image_root or str(Path(args.images).resolve())
     if args.image_root:
         meta["image_root"] = str(Path(args.image_root).resolve())
     return write_split_csv(frame, args.out, classes, dataset, meta)
 
 
+def _dataset(args: argparse.Namespace) -> str:
+    """``--dataset`` in the guard's canonical spelling; an unknown name stops unless --allow-unknown-dataset."""
+    if args.allow_unknown_dataset:
+        return args.dataset.strip()
+    try:
+        return check_dataset_name(args.dataset, "--dataset")
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+
+
 _BASE_COLUMNS = {"image_path", "patient_id", "split", "prompt", "class_label", "view", "sex", "age", "source",
-                 "dataset"}
+                 "dataset", "label_source"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,8 +36,8 @@ from benchmark.fidelity import (
     NeighbourIndex,
     chunked_knn,
     subsample_indices,
-    wilson_interval,
 )
+from benchmark.stats import wilson_interval
 
 DEFAULT_QUANTILE = 0.999
 DEFAULT_MAX_SHIFT = 2

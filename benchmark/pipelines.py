@@ -286,6 +286,19 @@ def load_generator(
     The safety checker of Stable Diffusion pipelines is disabled by default: it blanks medical images.
     """
     index = read_model_index(model, revision)
+    try:
+        return _load_generator(model, index, revision=revision, dtype=dtype, device=device, scheduler=scheduler,
+                               lora=lora, disable_safety_checker=disable_safety_checker)
+    except OSError as exc:  # a component's weights file missing, unreadable or cut off
+        raise DataError(f"model {model!r}: cannot load its weights ({str(exc).splitlines()[0]}); check that every "
+                        "component folder holds its weights file (e.g. unet/diffusion_pytorch_model.safetensors) "
+                        "and that the download finished") from exc
+
+
+def _load_generator(model: str, index: dict[str, Any], *, revision: str | None, dtype: torch.dtype,
+                    device: torch.device | str, scheduler: str | None, lora: str | None,
+                    disable_safety_checker: bool) -> LoadedGenerator:
+    """The body of :func:`load_generator`."""
     class_name = index.get("_class_name", "")
     kind = model_kind(index)
     if kind == TEXT_TO_IMAGE:

@@ -12,12 +12,26 @@ CheXGenBench's released checkpoint was trained on (``Resize((224, 224))`` + ``To
 Embeddings are ``(N, F)`` in [0, 1] (sigmoid); a pair's same-patient logit is ``fc_end(|e_a - e_b|)`` and its
 probability the sigmoid of it.
 
-Scores: every synthetic image's nearest real *training* image in the re-id embedding space (Euclidean, searched
-in blocks with bounded memory) and that pair's same-patient probability, its re-id score. The decision threshold
-is set at a fixed false-match rate (``fmr``) on real pairs of *different* patients: each validation image with its
-nearest training image (the same statistic as the synthetic score, so the search over all training images is
-accounted for). Held-out real test images are scored the same way; their share above the threshold is the
-chance level.
+Two designs score a synthetic set (:mod:`benchmark.privacy_metrics` runs them):
+
+* the *screen*: every synthetic image's nearest real *training* image in the re-id embedding space (Euclidean,
+  searched in blocks with bounded memory) and that pair's same-patient probability. Its threshold is set at a fixed
+  false-match rate (``fmr``) on real pairs of *different* patients: each validation image with its nearest training
+  image (the same statistic, so the search over all training images is accounted for); held-out real test images
+  scored the same way give a chance level. The maximum is reported without an interval (the bootstrap of an extreme
+  value is inconsistent).
+* the *prompt-matched* design (CheXGenBench's protocol): each synthetic image made from a *training* row against
+  its own source: the source image itself when ``source_row`` names it, else the source patient's training images
+  (maximum over them). Its null is taken within the synthetic set: the same synthetic image against another
+  training patient with the same labels (one image of theirs, or as many images as the source patient has), drawn
+  once per source patient. The threshold is the ``fmr`` quantile of single real different-patient pairs. The
+  matched and null shares above it are compared by a paired sign-flip permutation test over source patients
+  (:func:`paired_cluster_test`), and the threshold's uncertainty enters every share's interval by resampling the
+  calibration patients (:func:`threshold_bootstrap`, :func:`share_above`).
+
+Saved models carry a sidecar config with everything their input needs (backbone, feature count, input scaling,
+channels, image size, loader); :func:`load_reid_model` restores it and :func:`resolve_image_size` refuses another
+size unless asked to allow it.
 """
 
 from __future__ import annotations
@@ -34,12 +48,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats as sps
 from sklearn.metrics import roc_curve
 from torch import nn
 
 from benchmark.data import DataError
-from benchmark.fidelity import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device, wilson_interval
-from benchmark.stats import bootstrap_indices, delong_ci
+from benchmark.fidelity import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device
+from benchmark.stats import (
+    cluster_bootstrap_weights,
+    cluster_codes,
+    clustered_proportion_ci,
+    delong_ci,
+    wilson_interval,
+)
 from benchmark.training import cpu_thread_count
 
 ARCHITECTURES: tuple[str, ...] = ("resnet50", "densenet121", "resnet18", "resnet10")
@@ -49,7 +70,11 @@ DEFAULT_IMAGE_SIZE = 224
 INPUT_SCALINGS: tuple[str, ...] = ("unit", "imagenet")
 CHEXGENBENCH_INPUT_SCALING = "unit"  # a checkpoint without a sidecar is read as CheXGenBench's
 TRAINED_INPUT_SCALING = "imagenet"
-SIDECAR_FORMAT = "synthcxr-reid/1"
+SIDECAR_FORMAT = "synthcxr-reid/2"  # /2 adds the preprocessing (image size, channels, loader)
+SIDECAR_FORMATS = ("synthcxr-reid/1", SIDECAR_FORMAT)
+CHEXGENBENCH_IMAGE_SIZE = 224  # their transforms.Resize((224, 224)) + ToTensor()
+LOADER = ("benchmark.training.load_tensors: xrv normalisation from the true bit depth to [-1024, 1024], "
+          "XRayCenterCrop, XRayResizer to image_size x image_size")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 EXPECTED_KEYS_HELP = ("CheXGenBench's Siamese ResNet-50 state dict: 'model.conv1.weight' (64, 3, 7, 7), "
@@ -95,10 +120,11 @@ def _backbone(arch: str, n_features: int) -> nn.Module:
 class SiameseReID(nn.Module):
     """Same-patient verification network: ``model`` (backbone with ``fc`` to F features), ``fc_end`` (F -> 1).
     ``input_scaling`` (ResNet backbones): ``"unit"`` feeds [0, 1] (CheXGenBench), ``"imagenet"`` ImageNet-normalised
-    input; the xrv DenseNet takes xrv's range and has ``"xrv"``."""
+    input; the xrv DenseNet takes xrv's range and has ``"xrv"``. ``image_size``: the side S of the images it was
+    trained on (None when unknown); ``image_size_source`` says where that figure came from."""
 
     def __init__(self, arch: str = "resnet50", n_features: int = DEFAULT_N_FEATURES,
-                 input_scaling: str = TRAINED_INPUT_SCALING) -> None:
+                 input_scaling: str = TRAINED_INPUT_SCALING, image_size: int | None = None) -> None:
         super().__init__()
         if arch == "densenet121":
             input_scaling = "xrv"
@@ -107,10 +133,22 @@ class SiameseReID(nn.Module):
         self.arch = arch
         self.n_features = n_features
         self.input_scaling = input_scaling
+        self.image_size = image_size
+        self.image_size_source = "given" if image_size is not None else "unknown"
         self.model = _backbone(arch, n_features)
         self.fc_end = nn.Linear(n_features, 1)
         self.register_buffer("_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the backbone: 3 (the grey image repeated) for ResNets, 1 for the xrv DenseNet."""
+        return 1 if self.arch == "densenet121" else 3
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Everything the input of this model depends on, as recorded in its sidecar config."""
+        return {"image_size": self.image_size, "channels": self.channels, "input_scaling": self.input_scaling,
+                "loader": LOADER}
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, 1, S, S)`` in [-1024, 1024] to the backbone's input."""
@@ -162,7 +200,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         config = json.loads(side.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{side}: unreadable re-identification config ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != SIDECAR_FORMAT:
+    if not isinstance(config, dict) or config.get("format") not in SIDECAR_FORMATS:
         return {}  # some other file of that name: not ours, ignore it
     return config
 
@@ -171,8 +209,10 @@ def load_reid_model(path: str | Path, arch: str | None = None, input_scaling: st
     """A :class:`SiameseReID` from a state dict file (CheXGenBench's layout, see ``EXPECTED_KEYS_HELP``), in eval
     mode on CPU. The feature count F comes from ``fc_end.weight``; ``arch`` and ``input_scaling`` from the
     arguments, else the checkpoint's sidecar (``<name>.json``, written by :func:`save_reid_model`), else
-    CheXGenBench's (``resnet50``, ``"unit"``). Stops with :class:`DataError` naming the file for an unreadable
-    file or a checkpoint with other keys or shapes."""
+    CheXGenBench's (``resnet50``, ``"unit"``). The image size it was trained at (``model.image_size``) comes from the
+    sidecar; without one it is CheXGenBench's 224 (``image_size_source`` says which, or that an old sidecar did not
+    record it: None). Stops with :class:`DataError` naming the file for an unreadable file or a checkpoint with
+    other keys or shapes."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: re-identification checkpoint not found")
@@ -199,7 +239,48 @@ def load_reid_model(path: str | Path, arch: str | None = None, input_scaling: st
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise DataError(f"{path}: tensor shapes do not fit a {arch} re-identification network ({exc})") from exc
+    recorded = (sidecar.get("preprocessing") or {}).get("image_size")
+    if recorded is not None:
+        model.image_size, model.image_size_source = int(recorded), f"sidecar {sidecar_path(path)}"
+    elif sidecar:
+        model.image_size, model.image_size_source = None, f"not recorded (sidecar {sidecar.get('format')})"
+    else:
+        model.image_size = CHEXGENBENCH_IMAGE_SIZE
+        model.image_size_source = "no sidecar: CheXGenBench's Resize((224, 224))"
     return model.eval()
+
+
+def resolve_image_size(model: SiameseReID, requested: int | None, *, allow_mismatch: bool = False,
+                       checkpoint: str | Path | None = None) -> tuple[int, str, str | None]:
+    """The image size to feed ``model``, where it came from, and a warning for the result row (or None).
+
+    ``requested`` (an explicit ``--reid-image-size``) must equal the size the model was trained at when that is
+    recorded in its sidecar: another size stops with :class:`DataError` naming the checkpoint and both sizes, unless
+    ``allow_mismatch``, which uses it and returns a warning. Without a request the recorded size is used (the
+    default 224 when nothing is recorded)."""
+    recorded, where = model.image_size, model.image_size_source
+    name = str(checkpoint) if checkpoint is not None else "the re-identification model"
+    sidecar_says = where.startswith("sidecar") or where == "trained here"
+    if requested is None:
+        if recorded is not None:
+            return int(recorded), where, None
+        return DEFAULT_IMAGE_SIZE, f"default {DEFAULT_IMAGE_SIZE} ({where})", (
+            f"{name}: the image size it was trained at is {where}; used {DEFAULT_IMAGE_SIZE} px")
+    if recorded is None:
+        return int(requested), f"--reid-image-size ({where})", None
+    if int(requested) == int(recorded):
+        return int(requested), f"--reid-image-size (= {where})", None
+    if not sidecar_says:  # CheXGenBench's size is assumed, not recorded: the user's figure stands, with a note
+        return int(requested), f"--reid-image-size ({where} assumed otherwise)", (
+            f"{name}: no sidecar config records its image size; used --reid-image-size {requested} "
+            f"(CheXGenBench's checkpoint was trained at {CHEXGENBENCH_IMAGE_SIZE})")
+    message = f"{name}: trained at {recorded} px ({where}) but --reid-image-size {requested} was given"
+    if not allow_mismatch:
+        raise DataError(f"{message}; a model fed another size than it was trained at gives other scores. Drop "
+                        "--reid-image-size to use the recorded size, or pass --reid-allow-size-mismatch to use "
+                        f"{requested} px anyway (the row then says so)")
+    return int(requested), f"--reid-image-size (overrides {recorded} px: {where})", (
+        f"WARNING: {message}; the scores are not those of the model as trained")
 
 
 def _key_differences(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
@@ -343,7 +424,9 @@ def train_reid(train_images: torch.Tensor, train_patients: Sequence[Any], val_im
     dev = resolve_device(config.device)
     with cpu_thread_count(config.cpu_threads, dev):
         torch.manual_seed(config.seed)
-        model = SiameseReID(config.arch, config.n_features, TRAINED_INPUT_SCALING).to(dev)
+        model = SiameseReID(config.arch, config.n_features, TRAINED_INPUT_SCALING,
+                            image_size=int(train_images.shape[-1])).to(dev)
+        model.image_size_source = "trained here"
         with torch.no_grad():  # start monotone: a larger embedding difference never raises the probability
             model.fc_end.weight.copy_(-model.fc_end.weight.abs())
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -386,13 +469,151 @@ def train_reid(train_images: torch.Tensor, train_patients: Sequence[Any], val_im
     return ReidTrainResult(model.cpu().eval(), history, best_epoch, best_auc)
 
 
-# ----------------------------------------------------------------------------------------- the check
+# ------------------------------------------------------------------------- thresholds, shares, intervals, test
+
+CONFIDENCE = 0.95
+N_PERMUTATIONS = 9999
+CALIBRATION_PAIRS = 5000
+SHARE_CI_METHOD = ("clustered Wilson over {units} at the threshold, widened to the percentile bootstrap over {units} "
+                   "and calibration patients (threshold re-derived in each resample)")
+DIFFERENCE_CI_METHOD = ("paired percentile bootstrap over source patients and calibration patients (threshold "
+                        "re-derived in each resample), widened to the MOVER interval of the two clustered Wilson "
+                        "intervals")
+TEST_METHOD = ("one-sided paired sign-flip permutation test over source patients (each patient's images flip "
+               "matched / null together; exact when there are at most {n} sign patterns, else {n} random ones)")
+
+
+def fmr_threshold(scores: np.ndarray, fmr: float, weights: np.ndarray | None = None) -> float | np.ndarray:
+    """The threshold at false-match rate ``fmr`` on different-patient scores ``(n,)``: their ``1 - fmr`` quantile
+    (inverted CDF, an observed score), so that at most ``fmr`` of them lie strictly above it. With ``weights``
+    ``(B, n)`` (resamples), one threshold per resample, ``(B,)``."""
+    s = np.asarray(scores, dtype=np.float64)
+    if weights is None:
+        return float(np.quantile(s, 1.0 - fmr, method="inverted_cdf"))
+    # np.quantile(weights=..., method="inverted_cdf") row by row, with one sort shared by every resample (numpy
+    # sorts each row again: 50x slower for 1000 resamples): the first sorted score whose cumulative weight reaches
+    # 1 - fmr of the total
+    order = np.argsort(s, kind="stable")
+    cum = np.cumsum(np.asarray(weights, dtype=np.float64)[:, order], axis=1)
+    first = np.argmax(cum >= (1.0 - fmr) * cum[:, -1:], axis=1)
+    return s[order][first]
+
+
+def _bootstrap_means(n: int, clusters: Sequence[Any] | np.ndarray | None, n_resamples: int, seed: int,
+                     values: Any) -> np.ndarray:
+    """``(B,)`` weighted means over patient-bootstrap resamples (:func:`benchmark.stats.cluster_bootstrap_weights`,
+    unstratified) of ``values(rows)``: an ``(n,)`` or ``(len(rows), n)`` array for the resamples ``rows`` (a slice)."""
+    out, done = [], 0
+    for w in cluster_bootstrap_weights(np.zeros(n, dtype=np.int8), clusters, n_resamples, seed, stratified=False):
+        c = w.shape[0]
+        out.append((w * values(slice(done, done + c))).sum(axis=1) / w.sum(axis=1))
+        done += c
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _percentile(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    alpha = (1.0 - confidence) / 2.0
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+
+
+def threshold_bootstrap(scores: np.ndarray, patients: Sequence[Any] | np.ndarray | None, fmr: float, *,
+                        n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(B,)`` thresholds at ``fmr`` re-derived on patient-bootstrap resamples of the calibration ``scores``
+    ``(n,)`` (``patients`` ``(n,)``: the calibration patient of each score; None: each score its own)."""
+    s = np.asarray(scores, dtype=np.float64)
+    out = [fmr_threshold(s, fmr, w) for w in cluster_bootstrap_weights(np.zeros(s.size, dtype=np.int8), patients,
+                                                                       n_resamples, seed, stratified=False)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def mean_interval(values: np.ndarray, clusters: Sequence[Any] | np.ndarray | None = None, *,
+                  n_resamples: int = 1000, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean of ``values`` ``(n,)`` with its percentile bootstrap interval over ``clusters`` (patients; None: the
+    values themselves); NaNs when empty."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    low, high = _percentile(_bootstrap_means(v.size, clusters, n_resamples, seed, lambda rows: v), confidence)
+    return float(v.mean()), low, high
+
+
+def share_above(scores: np.ndarray, threshold: float, thresholds: np.ndarray,
+                clusters: Sequence[Any] | np.ndarray | None = None, *, seed: int = 0, confidence: float = CONFIDENCE,
+                units: str = "images") -> dict[str, Any]:
+    """Share (and count) of ``scores`` ``(n,)`` strictly above ``threshold``, with an interval that holds the
+    sampling of the scored images and the uncertainty of the threshold.
+
+    Two parts, the wider of each end kept: the Wilson interval on the effective number of independent ``clusters``
+    (:func:`benchmark.stats.clustered_proportion_ci`) at the calibrated threshold, which stays an interval at a
+    share of 0 or 1; and the percentile bootstrap that resamples ``clusters`` and, jointly, takes the threshold
+    ``thresholds[b]`` re-derived on resampled calibration patients (:func:`threshold_bootstrap`, ``(B,)``).
+    Returns ``share``, ``count``, ``ci_low``, ``ci_high``, ``ci_method`` (NaNs when there are no scores)."""
+    s = np.asarray(scores, dtype=np.float64)
+    method = SHARE_CI_METHOD.format(units=units)
+    if s.size == 0:
+        return {"share": math.nan, "count": 0, "ci_low": math.nan, "ci_high": math.nan, "ci_method": method}
+    above = s > threshold
+    share, low, high = clustered_proportion_ci(above, clusters, confidence)
+    t = np.asarray(thresholds, dtype=np.float64)
+    b_low, b_high = _percentile(_bootstrap_means(s.size, clusters, t.size, seed,
+                                                 lambda rows: s[None, :] > t[rows, None]), confidence)
+    return {"share": share, "count": int(above.sum()), "ci_low": min(low, b_low), "ci_high": max(high, b_high),
+            "ci_method": method}
+
+
+def paired_share_difference(matched: np.ndarray, null: np.ndarray, threshold: float, thresholds: np.ndarray,
+                            clusters: Sequence[Any] | np.ndarray | None = None, *, seed: int = 0,
+                            confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Share of ``matched`` ``(n,)`` above ``threshold`` minus that of ``null`` ``(n,)`` (paired: the same images),
+    with an interval: the paired percentile bootstrap over ``clusters`` with the threshold re-derived in each
+    resample (``thresholds`` ``(B,)``), widened to Newcombe's MOVER interval for paired proportions built from the
+    two clustered Wilson intervals and the correlation of the pairs (so that it stays an interval when no pair is
+    discordant). Returns ``difference``, ``ci_low``, ``ci_high``, ``ci_method``."""
+    a, b = np.asarray(matched, dtype=np.float64), np.asarray(null, dtype=np.float64)
+    if a.size == 0:
+        return {"difference": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": DIFFERENCE_CI_METHOD}
+    above_a, above_b = a > threshold, b > threshold
+    p1, l1, u1 = clustered_proportion_ci(above_a, clusters, confidence)
+    p2, l2, u2 = clustered_proportion_ci(above_b, clusters, confidence)
+    both = np.stack([above_a, above_b]).astype(np.float64)
+    phi = float(np.corrcoef(both)[0, 1]) if both.std(axis=1).min() > 0 else 0.0
+    d = p1 - p2
+    low = d - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    high = d + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    t = np.asarray(thresholds, dtype=np.float64)
+    boot = _bootstrap_means(a.size, clusters, t.size, seed,
+                            lambda rows: (a[None, :] > t[rows, None]).astype(np.float64) - (b[None, :] > t[rows, None]))
+    b_low, b_high = _percentile(boot, confidence)
+    return {"difference": d, "ci_low": max(-1.0, min(low, b_low)), "ci_high": min(1.0, max(high, b_high)),
+            "ci_method": DIFFERENCE_CI_METHOD}
+
+
+def paired_cluster_test(matched: np.ndarray, null: np.ndarray, clusters: Sequence[Any] | np.ndarray | None = None,
+                        *, n_resamples: int = N_PERMUTATIONS, seed: int = 0) -> float:
+    """One-sided p-value for "``matched`` exceeds ``null``" (both ``(n,)``, paired): the per-cluster sums of
+    ``matched - null`` are compared with their sign-flipped copies (:func:`scipy.stats.permutation_test`; exact
+    when ``2**K <= n_resamples`` for K clusters with a nonzero sum). Valid when, under the null hypothesis, the two
+    members of each cluster's pairs are exchangeable (the null drawn like the match). 1.0 when no cluster differs."""
+    diff = np.asarray(matched, dtype=np.float64) - np.asarray(null, dtype=np.float64)
+    sums = np.bincount(cluster_codes(clusters, diff.size), weights=diff)
+    sums = sums[sums != 0.0]
+    if sums.size == 0:
+        return 1.0
+    if sums.size == 1:  # two sign patterns: the observed sum is the larger one when it is positive
+        return 0.5 if sums[0] > 0 else 1.0
+    result = sps.permutation_test((sums,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
+                                  vectorized=True, n_resamples=n_resamples, alternative="greater", random_state=seed)
+    return float(result.pvalue)
+
+
+# ------------------------------------------------------------------------------------------------ the screen
 
 
 @dataclass(frozen=True)
 class ReidResult:
-    """Per synthetic image (``frame``: ``reid_nn`` training index, ``reid_score``, ``reid_above``), the same for
-    held-out real images (``real_frame``, the chance level), the calibration and the verification."""
+    """The screen. Per synthetic image (``frame``: ``reid_nn`` training index, ``reid_score``, ``reid_above``), the
+    same for held-out real images (``real_frame``, the chance level), the calibration scores ``(m,)`` with their
+    patients ``(m,)``, and the verification."""
 
     frame: pd.DataFrame
     real_frame: pd.DataFrame
@@ -403,32 +624,35 @@ class ReidResult:
     n_train: int
     notes: tuple[str, ...] = ()
     n_calibration_patients: int = 0
+    calibration_patients: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
 
 def reid_check(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, train_patients: Sequence[Any],
                val: np.ndarray, val_patients: Sequence[Any], real: np.ndarray, *, fmr: float = DEFAULT_FMR,
                seed: int = 0, device: str | torch.device | None = "auto",
                real_patients: Sequence[Any] | None = None) -> ReidResult:
-    """Re-identification of every synthetic embedding (``(N, F)``) against the training embeddings.
+    """The screen: re-identification of every synthetic embedding (``(N, F)``) against the training embeddings.
 
-    The threshold is the ``1 - fmr`` quantile of the val images' best training-match probability (real pairs of
+    The threshold is :func:`fmr_threshold` of the val images' best training-match probability (real pairs of
     different patients: splits are by patient); when there are no val images, training images against training
     images of other patients are used instead (noted). ``real``: held-out test embeddings (chance level), of
-    ``real_patients`` when given (kept in ``real_frame["patient"]``, so their CIs resample patients).
-    When the calibration images are fewer than ``1 / fmr`` the threshold is in effect their maximum and the
-    nominal rate cannot be resolved; a note says so, and the chance level is what the share must be read against.
+    ``real_patients`` when given (kept in ``real_frame["patient"]``, so their intervals resample patients).
+    When the calibration images are fewer than ``1 / fmr`` the threshold is their maximum and the nominal rate
+    cannot be resolved; a note says so, and the chance level is what the share must be read against.
     """
     if not 0.0 < fmr < 1.0:
         raise ValueError(f"fmr must be in (0, 1), got {fmr}")
     notes: list[str] = []
     if len(val):
         calib, _ = best_matches(model, val, train, device=device)
+        calib_patients = np.asarray(val_patients).astype(str)
     else:
         notes.append("no val images: threshold calibrated on training images against other training patients")
         calib, _ = best_matches(model, train, train, device=device, query_groups=train_patients,
                                 ref_groups=train_patients)
-        calib = calib[np.isfinite(calib)]
-    threshold = float(np.quantile(calib, 1.0 - fmr))
+        keep = np.isfinite(calib)
+        calib, calib_patients = calib[keep], np.asarray(train_patients).astype(str)[keep]
+    threshold = fmr_threshold(calib, fmr)
     if len(calib) * fmr < 1.0:
         notes.append(f"only {len(calib)} calibration images for a false-match rate of {fmr:g} (needs >= "
                      f"{math.ceil(1 / fmr)}): the threshold is about their maximum; read the share against the "
@@ -448,65 +672,44 @@ def reid_check(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, tra
         if len(real_patients) != len(real):
             raise ValueError(f"{len(real_patients)} real patients for {len(real)} real embeddings")
         real_frame["patient"] = list(real_patients)
-    n_calib_patients = len(set(val_patients)) if len(val) else len(set(train_patients))
     return ReidResult(frame(synthetic), real_frame, threshold, calib, verification, fmr, len(train), tuple(notes),
-                      n_calib_patients)
-
-
-def bootstrap_statistics(values: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
-                         groups: Sequence[Any] | None = None) -> dict[str, float]:
-    """Mean and max of ``values`` ``(N,)`` with percentile bootstrap 95% CIs (``*_ci_low``, ``*_ci_high``); NaNs
-    when empty. The bootstrap resamples images, or whole ``groups`` (e.g. patients, whose images are not
-    independent) when given."""
-    values = np.asarray(values, dtype=np.float64)
-    out: dict[str, float] = {}
-    if values.size == 0:
-        for name in ("mean", "max"):
-            out.update({name: math.nan, f"{name}_ci_low": math.nan, f"{name}_ci_high": math.nan})
-        return out
-    if groups is None:
-        idx = bootstrap_indices(np.zeros(values.size), n_resamples, seed, stratified=False)
-        stats = {"mean": values[idx].mean(axis=1), "max": values[idx].max(axis=1)}
-    else:
-        members = _group_members(groups, values.size)
-        picks = bootstrap_indices(np.zeros(len(members)), n_resamples, seed, stratified=False)
-        sums = np.array([values[m].sum() for m in members])
-        counts = np.array([len(m) for m in members])
-        maxima = np.array([values[m].max() for m in members])
-        stats = {"mean": sums[picks].sum(axis=1) / counts[picks].sum(axis=1), "max": maxima[picks].max(axis=1)}
-    for name, fn in (("mean", np.mean), ("max", np.max)):
-        stat = stats[name]
-        out.update({name: float(fn(values)), f"{name}_ci_low": float(np.quantile(stat, 0.025)),
-                    f"{name}_ci_high": float(np.quantile(stat, 0.975))})
-    return out
-
-
-def _group_members(groups: Sequence[Any], n: int) -> list[np.ndarray]:
-    codes = pd.factorize(pd.Series(list(groups), dtype=object))[0]
-    if len(codes) != n:
-        raise ValueError(f"{len(codes)} group labels for {n} values")
-    return [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+                      len(set(calib_patients.tolist())), calib_patients)
 
 
 def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: np.ndarray | None = None, *,
-                n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Result-row columns over the synthetic rows selected by ``mask`` (default all) and held-out real rows by
-    ``real_mask``, for both: mean / max re-id score with a bootstrap 95% CI (over synthetic images; over patients
-    for real images whose ``real_frame`` has a ``patient`` column) and the share above the threshold with the CI of
-    :func:`share_interval`; the re-id model's true-match rate on val pairs with a Wilson CI."""
-    syn = result.frame if mask is None else result.frame[np.asarray(mask, bool)]
+                thresholds: np.ndarray | None = None, synthetic_clusters: Sequence[Any] | np.ndarray | None = None,
+                synthetic_units: str = "synthetic images", n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The screen's result-row columns over the synthetic rows selected by ``mask`` (default all) and held-out real
+    rows by ``real_mask``: mean re-id score with a bootstrap 95% CI (over ``synthetic_clusters`` ``(N,)`` when
+    given, e.g. source patients, else images; over patients for real images whose ``real_frame`` has a
+    ``patient`` column), the maximum (no interval), the count and share above the threshold with the interval of
+    :func:`share_above` (``thresholds``: :func:`threshold_bootstrap` of the calibration, computed when not
+    given); the threshold with its bootstrap interval; the re-id model's true-match rate on val pairs (Wilson)."""
+    if thresholds is None:
+        thresholds = threshold_bootstrap(result.calibration_scores, result.calibration_patients, result.fmr,
+                                         n_resamples=n_resamples, seed=seed)
+    sel = np.ones(len(result.frame), bool) if mask is None else np.asarray(mask, bool)
+    syn = result.frame[sel]
     real = result.real_frame if real_mask is None else result.real_frame[np.asarray(real_mask, bool)]
-    row: dict[str, Any] = {"reid_threshold": result.threshold, "reid_fmr": result.fmr,
+    t_low, t_high = _percentile(thresholds)
+    row: dict[str, Any] = {"reid_threshold": result.threshold, "reid_threshold_ci_low": t_low,
+                           "reid_threshold_ci_high": t_high, "reid_fmr": result.fmr,
                            "reid_n_calibration": len(result.calibration_scores), "reid_n_train": result.n_train,
-                           "reid_n_synthetic": len(syn), "reid_n_real": len(real)}
-    row["reid_n_calibration_patients"] = result.n_calibration_patients
-    for prefix, frame in (("reid", syn), ("real_reid", real)):
-        groups = frame["patient"].tolist() if "patient" in frame else None  # real images: resample patients
+                           "reid_n_synthetic": len(syn), "reid_n_real": len(real),
+                           "reid_n_calibration_patients": result.n_calibration_patients}
+    syn_clusters = None if synthetic_clusters is None else np.asarray(synthetic_clusters).astype(str)[sel]
+    real_clusters = real["patient"].astype(str).to_numpy() if "patient" in real else None
+    for prefix, frame, clusters, units in (("reid", syn, syn_clusters, synthetic_units),
+                                           ("real_reid", real, real_clusters,
+                                            "patients" if real_clusters is not None else "images")):
         scores = frame["reid_score"].to_numpy(float)
-        stats = bootstrap_statistics(scores, n_resamples=n_resamples, seed=seed, groups=groups)
-        row.update({f"{prefix}_{k}": v for k, v in stats.items()})
-        row.update(share_interval(frame["reid_above"].to_numpy(bool), groups, prefix=f"{prefix}_share_above",
-                                  n_resamples=n_resamples, seed=seed))
+        mean, low, high = mean_interval(scores, clusters, n_resamples=n_resamples, seed=seed)
+        row.update({f"{prefix}_mean": mean, f"{prefix}_mean_ci_low": low, f"{prefix}_mean_ci_high": high,
+                    f"{prefix}_max": float(scores.max()) if scores.size else math.nan})
+        share = share_above(scores, result.threshold, thresholds, clusters, seed=seed, units=units)
+        row.update({f"{prefix}_count_above": share["count"], f"{prefix}_share_above": share["share"],
+                    f"{prefix}_share_above_ci_low": share["ci_low"], f"{prefix}_share_above_ci_high": share["ci_high"],
+                    f"{prefix}_share_above_ci_method": share["ci_method"]})
     v = result.verification
     if v is not None:
         tmr_low, tmr_high = wilson_interval(round(v.tmr_at_fmr * v.n_positive), v.n_positive)
@@ -518,27 +721,229 @@ def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: n
     return row
 
 
-def share_interval(above: np.ndarray, groups: Sequence[Any] | None = None, *, prefix: str,
-                   n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``<prefix>``, its 95% CI and how it was made, for a boolean ``(N,)`` "above the threshold" per image.
+# ---------------------------------------------------------------------------------- the prompt-matched design
 
-    Independent images (``groups`` None, the synthetic set): the Wilson score interval over images, which stays an
-    interval at a share of 0 or 1. Images grouped by patient (held-out real images): a bootstrap over patients,
-    except at a share of 0 or 1, where no resample can differ, so the Wilson interval with n = the number of
-    patients (the independent units) is given instead."""
-    above = np.asarray(above, bool)
-    n = int(above.size)
-    share = float(above.mean()) if n else math.nan
-    if groups is None:
-        (low, high), method = wilson_interval(int(above.sum()), n), "wilson over images"
-    elif 0 < above.sum() < n:
-        stats = bootstrap_statistics(above.astype(float), n_resamples=n_resamples, seed=seed, groups=groups)
-        (low, high), method = (stats["mean_ci_low"], stats["mean_ci_high"]), "bootstrap over patients"
+SOURCE_IMAGE = "source image"
+SOURCE_PATIENT = "source patient"
+
+
+def label_strata(labels: np.ndarray) -> np.ndarray:
+    """One stratum key per row of a label matrix ``(N, C)`` (1 / 0 / NaN): the labels as text, e.g. ``"1,0,"``."""
+    lab = np.asarray(labels, dtype=np.float64)
+    text = np.where(np.isnan(lab), "", np.where(lab > 0.5, "1", "0"))
+    return np.array([",".join(r) for r in text], dtype=object) if lab.ndim == 2 and lab.shape[1] else \
+        np.full(len(lab), "", dtype=object)
+
+
+def draw_references(source_train: np.ndarray, source_patients: Sequence[str], train_patients: Sequence[Any],
+                    synthetic_strata: Sequence[str], train_strata: Sequence[str], *, seed: int = 0) -> pd.DataFrame:
+    """What each synthetic image of the prompt-matched design is compared with, and its null.
+
+    Args:
+        source_train: ``(N,)`` the training position (index into ``train_patients``) of each synthetic image's
+            source row, -1 where it has none. source_patients: ``(N,)`` its source patient ("" where unknown).
+        train_patients: ``(R,)``. synthetic_strata ``(N,)`` / train_strata ``(R,)``: label keys
+            (:func:`label_strata`) of the synthetic images (their prompt's labels) and of the training images.
+
+    An image with a source row is compared with that image (``reference`` "source image"), one with only a source
+    patient with all of that patient's training images (maximum over them, "source patient"). The null: for each
+    source patient (and label stratum and reference kind) one other training patient Q is drawn, among those with
+    an image of the same labels (and, for "source patient", at least as many images); each source row gets one of
+    Q's images of those labels (every image made from that row is compared with it), a "source patient" image as
+    many of Q's images as the source patient has. Where no such patient exists the labels, then the image count,
+    are let go (``null_match``). Images without a training source are left out.
+
+    Returns:
+        One row per synthetic image in the design, indexed by its position: ``source_patient``, ``reference``,
+        ``matched_refs`` and ``null_refs`` (int arrays of training positions), ``null_patient``, ``null_match``.
+    """
+    rng = np.random.default_rng([seed, 23])
+    train_ids = np.asarray(train_patients).astype(str)
+    t_strata = np.asarray(train_strata).astype(str)
+    patients, codes = np.unique(train_ids, return_inverse=True)
+    members = [np.flatnonzero(codes == k) for k in range(len(patients))]
+    counts = np.array([len(m) for m in members])
+    in_stratum = {s: np.unique(codes[t_strata == s]) for s in np.unique(t_strata)}
+    src = np.asarray(source_train, dtype=np.int64)
+    src_patients = np.asarray(source_patients).astype(str)
+    syn_strata = np.asarray(synthetic_strata).astype(str)
+    design = np.flatnonzero((src_patients != "") & np.isin(src_patients, patients))
+    kinds = np.where(src[design] >= 0, SOURCE_IMAGE, SOURCE_PATIENT)
+    units = pd.DataFrame({"i": design, "patient": src_patients[design], "stratum": syn_strata[design], "kind": kinds,
+                          "row": src[design]})
+    records: dict[int, dict[str, Any]] = {}
+    for (patient, stratum, kind), unit in units.groupby(["patient", "stratum", "kind"], sort=True):
+        own = int(np.searchsorted(patients, patient))
+        k = 1 if kind == SOURCE_IMAGE else int(counts[own])
+        null, match = _draw_other(own, k, in_stratum.get(stratum, np.zeros(0, np.int64)), counts, rng)
+        if null < 0:
+            continue  # one training patient only: no null exists
+        pool = members[null]
+        if kind == SOURCE_IMAGE:
+            labelled = pool[t_strata[pool] == stratum] if match == "same labels" else pool
+            for row, images in unit.groupby("row", sort=True):
+                null_ref = np.array([rng.choice(labelled)], dtype=np.int64)
+                for i in images["i"]:
+                    records[int(i)] = {"matched_refs": np.array([row], dtype=np.int64), "null_refs": null_ref}
+        else:
+            for i in unit["i"]:
+                records[int(i)] = {"matched_refs": members[own],
+                                   "null_refs": np.sort(rng.choice(pool, size=min(k, len(pool)), replace=False))}
+        for i in unit["i"]:
+            records[int(i)].update({"source_patient": patient, "reference": kind, "null_patient": patients[null],
+                                    "null_match": match})
+    frame = pd.DataFrame.from_dict(records, orient="index")
+    if frame.empty:
+        frame = pd.DataFrame(columns=["source_patient", "reference", "matched_refs", "null_refs", "null_patient",
+                                      "null_match"])
+    return frame.sort_index()[["source_patient", "reference", "matched_refs", "null_refs", "null_patient",
+                               "null_match"]]
+
+
+def _draw_other(own: int, k: int, same_labels: np.ndarray, counts: np.ndarray,
+                rng: np.random.Generator) -> tuple[int, str]:
+    """A random patient code other than ``own`` with at least ``k`` images, among ``same_labels`` first."""
+    everyone = np.arange(len(counts))
+    for match, pool in (("same labels", same_labels), ("any labels", everyone)):
+        candidates = pool[(pool != own) & (counts[pool] >= k)]
+        if candidates.size:
+            return int(rng.choice(candidates)), match
+    others = everyone[everyone != own]
+    return (int(rng.choice(others)), "fewer images") if others.size else (-1, "none")
+
+
+def calibration_pairs(query_patients: Sequence[Any], ref_patients: Sequence[Any], *,
+                      n_pairs: int = CALIBRATION_PAIRS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random pairs ``(i, j)`` of a query image and a reference image of *different* patients, about ``n_pairs``
+    (each query image the same number of times, at least once). Returns index arrays into the two sets."""
+    q, r = np.asarray(query_patients).astype(str), np.asarray(ref_patients).astype(str)
+    if q.size == 0 or r.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rng = np.random.default_rng([seed, 29])
+    i = np.repeat(np.arange(q.size), max(1, math.ceil(n_pairs / q.size)))
+    j = rng.integers(0, r.size, size=i.size)
+    for _ in range(20):  # redraw the references that happen to be the query's own patient
+        same = q[i] == r[j]
+        if not same.any():
+            break
+        j[same] = rng.integers(0, r.size, size=int(same.sum()))
+    keep = q[i] != r[j]
+    return i[keep], j[keep]
+
+
+@dataclass(frozen=True)
+class MatchedResult:
+    """The prompt-matched design: ``frame`` (:func:`draw_references`' rows plus ``n_reference``,
+    ``matched_score``, ``null_score``), the threshold at ``fmr`` on single real different-patient pairs with the
+    calibration scores ``(m,)`` and patients ``(m,)``, and how many synthetic images had no training source."""
+
+    frame: pd.DataFrame
+    threshold: float
+    calibration_scores: np.ndarray
+    calibration_patients: np.ndarray
+    fmr: float
+    n_excluded: int
+    notes: tuple[str, ...] = ()
+
+
+def _max_scores(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, positions: np.ndarray,
+                refs: Sequence[np.ndarray]) -> np.ndarray:
+    lengths = np.array([len(r) for r in refs], dtype=np.int64)
+    if lengths.size == 0:
+        return np.zeros(0)
+    prob = pair_probabilities(model, synthetic[np.repeat(positions, lengths)], train[np.concatenate(refs)])
+    return np.maximum.reduceat(prob, np.r_[0, np.cumsum(lengths)[:-1]])
+
+
+def matched_design(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, train_patients: Sequence[Any],
+                   references: pd.DataFrame, val: np.ndarray, val_patients: Sequence[Any], *,
+                   fmr: float = DEFAULT_FMR, seed: int = 0) -> MatchedResult:
+    """Scores of the prompt-matched design from embeddings (``synthetic`` ``(N, F)``, ``train`` ``(R, F)``, ``val``
+    ``(V, F)``) and :func:`draw_references`' rows: each image's maximum same-patient probability over its matched
+    references and over its null references. The threshold is :func:`fmr_threshold` of :func:`calibration_pairs`
+    of val images with training images (single pairs of different patients; training images with other training
+    patients when there are no val images, noted). For "source patient" images the maximum over k references is
+    compared with the same threshold, so their false-match rate is up to k times ``fmr``: the null, drawn with the
+    same k, carries the same rate, and the test compares with the null."""
+    if not 0.0 < fmr < 1.0:
+        raise ValueError(f"fmr must be in (0, 1), got {fmr}")
+    notes: list[str] = []
+    train_ids = np.asarray(train_patients).astype(str)
+    if len(val):
+        val_ids = np.asarray(val_patients).astype(str)
+        i, j = calibration_pairs(val_ids, train_ids, seed=seed)
+        calib, calib_patients = pair_probabilities(model, val[i], train[j]), val_ids[i]
     else:
-        n_patients = len(set(groups))
-        (low, high) = wilson_interval(share * n_patients, n_patients) if n else (math.nan, math.nan)
-        method = "wilson over patients"
-    return {prefix: share, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high, f"{prefix}_ci_method": method}
+        notes.append("matched design: no val images, threshold calibrated on training pairs of different patients")
+        i, j = calibration_pairs(train_ids, train_ids, seed=seed)
+        calib, calib_patients = pair_probabilities(model, train[i], train[j]), train_ids[i]
+    if calib.size == 0:
+        raise ValueError("no calibration pairs of different patients")
+    threshold = fmr_threshold(calib, fmr)
+    frame = references.copy()
+    positions = frame.index.to_numpy(dtype=np.int64)
+    frame["n_reference"] = [len(r) for r in frame["matched_refs"]]
+    frame["matched_score"] = _max_scores(model, synthetic, train, positions, list(frame["matched_refs"]))
+    frame["null_score"] = _max_scores(model, synthetic, train, positions, list(frame["null_refs"]))
+    if (frame["null_match"] != "same labels").any():
+        counts = frame["null_match"].value_counts()
+        notes.append("matched design: null patient without the same labels for "
+                     + ", ".join(f"{int(counts.get(m, 0))} images ({m})" for m in ("any labels", "fewer images")
+                                 if counts.get(m, 0)))
+    return MatchedResult(frame, threshold, calib, calib_patients, fmr, len(synthetic) - len(frame), tuple(notes))
+
+
+def matched_summary(result: MatchedResult, mask: np.ndarray | None = None, *, thresholds: np.ndarray | None = None,
+                    n_resamples: int = 1000, seed: int = 0, n_permutations: int = N_PERMUTATIONS) -> dict[str, Any]:
+    """Result-row columns (``matched_*``) of the prompt-matched design over the design's rows selected by ``mask``
+    (default all): CheXGenBench's mean and max re-id score and count above the threshold; the matched and null
+    shares above it with :func:`share_above` intervals; their paired difference (:func:`paired_share_difference`)
+    and the one-sided :func:`paired_cluster_test` on the above/below pairs and on the scores, clustered by source
+    patient. ``thresholds``: :func:`threshold_bootstrap` of the calibration (computed when not given)."""
+    if thresholds is None:
+        thresholds = threshold_bootstrap(result.calibration_scores, result.calibration_patients, result.fmr,
+                                         n_resamples=n_resamples, seed=seed)
+    f = result.frame if mask is None else result.frame[np.asarray(mask, bool)]
+    row: dict[str, Any] = {"matched_n_synthetic": len(f)}
+    if len(f) == 0:
+        return row
+    m, n = f["matched_score"].to_numpy(float), f["null_score"].to_numpy(float)
+    clusters = f["source_patient"].astype(str).to_numpy()
+    kinds = f["reference"].value_counts()
+    reference = (kinds.index[0] if len(kinds) == 1 else
+                 "mixed: " + ", ".join(f"{int(c)} {k}" for k, c in kinds.items()))
+    if SOURCE_PATIENT in kinds.index:
+        reference += " (max over their training images)"
+    t, (t_low, t_high) = result.threshold, _percentile(thresholds)
+    mean, low, high = mean_interval(m, clusters, n_resamples=n_resamples, seed=seed)
+    null_mean, null_low, null_high = mean_interval(n, clusters, n_resamples=n_resamples, seed=seed)
+    row.update({"matched_reference": reference, "matched_n_source_patients": len(set(clusters)),
+                "matched_reid_threshold": t, "matched_reid_threshold_ci_low": t_low,
+                "matched_reid_threshold_ci_high": t_high, "matched_n_calibration_pairs": len(result.calibration_scores),
+                "matched_n_calibration_patients": len(set(result.calibration_patients.tolist())),
+                "matched_reid_mean": mean, "matched_reid_mean_ci_low": low, "matched_reid_mean_ci_high": high,
+                "matched_reid_max": float(m.max()), "matched_reid_count_above": int((m > t).sum()),
+                "matched_reid_count_above_half": int((m > 0.5).sum()),
+                "matched_null_reid_mean": null_mean, "matched_null_reid_mean_ci_low": null_low,
+                "matched_null_reid_mean_ci_high": null_high, "matched_null_reid_max": float(n.max()),
+                "matched_null_reid_count_above": int((n > t).sum())})
+    units = "source patients"
+    for prefix, scores in (("matched_reid", m), ("matched_null_reid", n)):
+        share = share_above(scores, t, thresholds, clusters, seed=seed, units=units)
+        row.update({f"{prefix}_share_above": share["share"], f"{prefix}_share_above_ci_low": share["ci_low"],
+                    f"{prefix}_share_above_ci_high": share["ci_high"],
+                    f"{prefix}_share_above_ci_method": share["ci_method"]})
+    diff = paired_share_difference(m, n, t, thresholds, clusters, seed=seed)
+    row.update({"matched_share_difference": diff["difference"], "matched_share_difference_ci_low": diff["ci_low"],
+                "matched_share_difference_ci_high": diff["ci_high"],
+                "matched_share_difference_ci_method": diff["ci_method"],
+                "matched_p_value": paired_cluster_test(m > t, n > t, clusters, n_resamples=n_permutations, seed=seed),
+                "matched_score_p_value": paired_cluster_test(m, n, clusters, n_resamples=n_permutations, seed=seed),
+                "matched_test": TEST_METHOD.format(n=n_permutations),
+                "matched_null": ("the same synthetic image against another training patient drawn per source patient "
+                                 "among those with the same labels (" + ", ".join(
+                                     f"{int(c)} {k}" for k, c in f["null_match"].value_counts().items()) + ")")})
+    return row
 
 
 def is_monotone(model: SiameseReID) -> bool:
@@ -548,7 +953,8 @@ def is_monotone(model: SiameseReID) -> bool:
 
 def save_reid_model(model: SiameseReID, path: str | Path) -> Path:
     """Write the state dict (CheXGenBench's key layout) and, beside it, its config (``<name>.json``: backbone,
-    feature count, input scaling), so that :func:`load_reid_model` reads it back as it was."""
+    feature count, input scaling and ``preprocessing``: image size, channels, loader), so that
+    :func:`load_reid_model` reads it back as it was trained."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -556,5 +962,6 @@ def save_reid_model(model: SiameseReID, path: str | Path) -> Path:
     tmp.replace(path)
     side = sidecar_path(path)
     side.write_text(json.dumps({"format": SIDECAR_FORMAT, "arch": model.arch, "n_features": model.n_features,
-                                "input_scaling": model.input_scaling}, indent=2) + "\n")
+                                "input_scaling": model.input_scaling, "preprocessing": model.preprocessing()},
+                               indent=2) + "\n")
     return path

@@ -19,17 +19,11 @@ import pandas as pd
 
 from benchmark import __version__
 from benchmark.check_data import format_report
-from benchmark.data import DataError, atomic_write_text, read_csv_strings, scan_images
+from benchmark.data import DataError, atomic_write_text, image_files_under, read_csv_strings, scan_images
+from benchmark.generator_training import add_generator_training_arguments, record_from_arguments
 from benchmark.provenance import environment_lock, git_commit, package_versions, utc_timestamp
 from benchmark.splits.common import parse_class_list, uncertain_label
 from benchmark.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_COLUMNS, SYNTHETIC_CSV, read_manifest
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def registration_frame(
@@ -38,6 +32,7 @@ def registration_frame(
     labels_csv: str | Path | None = None,
     file_col: str = "file",
     classes: Sequence[str] | None = None,
+    skip_unreadable: bool = False,
 ) -> tuple[pd.DataFrame, list[str], str]:
     """Rows of the synthetic set for ``folder`` (``img_savename`` relative to the set, labels 1/0/empty).
 
@@ -46,9 +41,9 @@ def registration_frame(
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    files = _images_under(root)
+    files = image_files_under(root, skip_unreadable)
     if not files:
-        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{root}: no images (PNG, JPEG, TIFF, BMP, WebP or another format Pillow reads)")
     relative = [f.relative_to(root).as_posix() for f in files]
     if labels_csv is not None:
         table = read_csv_strings(labels_csv, "labels CSV")
@@ -104,10 +99,16 @@ def register_images(
     model_name: str | None = None,
     link: str = "copy",
     command: Sequence[str] = (),
+    generator_training: dict | str = "unknown",
+    skip_unreadable: bool = False,
 ) -> pd.DataFrame:
-    """Validate every image of ``folder`` and write it as a synthetic set in ``out``; returns the rows."""
+    """Validate every image of ``folder`` and write it as a synthetic set in ``out``; returns the rows.
+
+    Every format the loader decodes is registered; another file stops the run (listed), or with
+    ``skip_unreadable`` is left out and listed; an image that does not decode stops it in any case."""
     root, out = Path(folder), Path(out)
-    frame, classes, layout = registration_frame(root, labels_csv=labels_csv, file_col=file_col, classes=classes)
+    frame, classes, layout = registration_frame(root, labels_csv=labels_csv, file_col=file_col, classes=classes,
+                                                skip_unreadable=skip_unreadable)
     sources = [root / name.split("/", 1)[1] for name in frame["img_savename"]]
     problems = scan_images(sources)
     if problems:
@@ -131,7 +132,8 @@ def register_images(
     manifest = {
         "model": model_name or root.name, "source": str(root.resolve()), "registered": True, "layout": layout,
         "labels_csv": str(labels_csv) if labels_csv else None, "classes": classes, "n_images": len(frame),
-        "complete": True, "link": link, "registered_at": utc_timestamp(), "package_versions": package_versions(),
+        "complete": True, "link": link, "generator_training": generator_training,
+        "registered_at": utc_timestamp(), "package_versions": package_versions(),
         "env_lock": environment_lock(), "git_commit": git_commit(), "harness_version": __version__,
         "command": list(command),
     }
@@ -150,13 +152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--classes", default=os.environ.get("CLASSES"), help="class names (and order)")
     parser.add_argument("--model-name", default=os.environ.get("MODEL_NAME"))
     parser.add_argument("--link", choices=("copy", "hardlink"), default="copy")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="leave out (and list) files that are not images the loader decodes, instead of stopping")
+    add_generator_training_arguments(parser)
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("give --out (or SYNTHETIC_DIR)")
     try:
+        record = record_from_arguments(args.generator_training, args.generator_training_ids)
         frame = register_images(args.images, args.out, labels_csv=args.labels, file_col=args.file_col,
                                 classes=parse_class_list(args.classes) or None, model_name=args.model_name,
-                                link=args.link, command=["register_images.sh", *argv])
+                                link=args.link, command=["register_images.sh", *argv], generator_training=record,
+                                skip_unreadable=args.skip_unreadable)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -41,17 +41,20 @@ import filelock
 import numpy as np
 import pandas as pd
 
+from .data import DataError
 from .provenance import PROVENANCE_COLUMNS, provenance
 
 __all__ = [
     "PROVENANCE_COLUMNS",
     "RESULT_TABLES",
     "ResultsFileError",
+    "check_writable",
     "read_results",
     "results_dir",
     "run_dir",
     "table_path",
     "upsert_rows",
+    "write_run_rows",
 ]
 
 RESULT_TABLES: dict[str, tuple[str, ...]] = {
@@ -68,20 +71,22 @@ DEFAULT_RESULTS_DIR = "results"
 RESULTS_DIR_ENV = "RESULTS_DIR"
 LOCK_TIMEOUT_S = 300.0
 LOCK_POLL_S = 0.005  # filelock's default 0.05 s poll starves writers that queue behind each other
+STALE_TMP_S = 300.0  # a writer's temp file older than this was left by a killed process: removed on the next write
 
 _INT_LIKE = re.compile(r"([+-]?)(\d+)(?:\.0*)?")
 _RUN_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-class ResultsFileError(ValueError):
-    """An existing results CSV cannot be read or is not a valid table; it has been left untouched."""
+class ResultsFileError(DataError):
+    """An existing results CSV cannot be read or is not a valid table (left untouched), or the results folder cannot
+    be written. A :class:`benchmark.data.DataError`, so every stage CLI reports it as a clear error."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, message: str | None = None) -> None:
         self.path = path
-        super().__init__(
+        super().__init__(message or (
             f"results file {path} is unreadable or corrupt ({reason}); it was left untouched - "
             f"repair it or move it aside, then rerun"
-        )
+        ))
 
 
 # ---------------------------------------------------------------------------------------------- locations
@@ -220,7 +225,24 @@ def _read_table(path: Path, keys: tuple[str, ...], table: str) -> tuple[list[str
     missing = [k for k in keys if k not in header]
     if missing:
         raise ResultsFileError(path, f"not a {table!r} table: the header lacks key column(s) {missing}")
+    positions = [header.index(k) for k in keys]
+    seen: dict[tuple[str, ...], int] = {}
+    for number, record in enumerate(rows, start=2):
+        key = tuple(_key_cell(record[p]) for p in positions)
+        if key in seen:  # SPEC §4: one row per key; a hand edit made two, and neither is dropped silently
+            raise ResultsFileError(path, f"rows on lines {seen[key]} and {number} share the key "
+                                         f"({_describe_key(keys, key)}); delete one of them")
+        seen[key] = number
     return header, rows
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Temp files of *path* left by writers killed mid-write (older than :data:`STALE_TMP_S`)."""
+    now = _dt.datetime.now().timestamp()
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
 
 
 def _write_atomic(path: Path, columns: list[str], rows: Iterable[list[str]]) -> None:
@@ -306,6 +328,7 @@ def upsert_rows(
     except filelock.Timeout as exc:
         raise TimeoutError(f"could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s") from exc
     try:
+        _remove_stale_temp_files(path)
         header, old_rows = _read_table(path, keys, table)
         columns = list(keys) + [c for c in header if c not in keys]
         seen = set(columns)
@@ -321,10 +344,9 @@ def upsert_rows(
         merged: list[list[str]] = []
         for old in old_rows:
             key = tuple(_key_cell(old[p]) for p in key_pos)
-            if key in new_rows:
-                if key not in placed:  # replace in place; further copies of the key (hand edits) go
-                    placed.add(key)
-                    merged.append([new_rows[key].get(c, "") for c in columns])
+            if key in new_rows:  # replace in place (_read_table refused a file with a key twice)
+                placed.add(key)
+                merged.append([new_rows[key].get(c, "") for c in columns])
                 continue
             merged.append([old[j] if j >= 0 else "" for j in old_pos])
         merged.extend([row.get(c, "") for c in columns] for key, row in new_rows.items() if key not in placed)
@@ -335,6 +357,57 @@ def upsert_rows(
 
     log_rows(table, keys, list(new_rows.values()), path)
     return path
+
+
+def check_writable(table: str, results_dir: str | Path | None = None) -> Path:
+    """Before a stage computes anything: the results folder exists (or can be made) and takes a new file, its lock
+    can be taken, and an existing ``<table>.csv`` parses as that table with each key once. Returns the CSV path.
+
+    Raises :class:`ResultsFileError` (a ``ValueError``) naming the folder or file, so a full disk, a read-only
+    folder or a corrupt CSV stops the run in seconds rather than after hours of compute.
+    """
+    keys = _check_table(table)
+    try:
+        path = table_path(table, results_dir)
+        fd, probe = tempfile.mkstemp(prefix=f".{table}.", suffix=".probe", dir=path.parent)
+        try:
+            os.write(fd, b"x" * 4096)  # a full disk refuses even this
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        folder = Path(results_dir or os.environ.get(RESULTS_DIR_ENV) or DEFAULT_RESULTS_DIR)
+        raise ResultsFileError(folder, "not writable", f"results folder {folder.absolute()} cannot be written "
+                               f"({exc.strerror or exc}); free space or fix its permissions, or give another "
+                               "--results-dir / RESULTS_DIR") from exc
+    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock.acquire(poll_interval=LOCK_POLL_S):
+            _read_table(path, keys, table)
+    except filelock.Timeout as exc:
+        raise TimeoutError(f"could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s") from exc
+    except OSError as exc:
+        raise ResultsFileError(path, "no lock", f"results file {path}: its lock file cannot be made "
+                               f"({exc.strerror or exc})") from exc
+    return path
+
+
+def write_run_rows(table: str, rows: pd.DataFrame | list[dict[str, Any]], run_folder: Path, *,
+                   results_dir: str | Path | None = None, config: Mapping[str, Any] | None = None,
+                   run_id: str | None = None, copy_name: str = "metrics.csv") -> Path:
+    """The run's own copy first (``<run_folder>/<copy_name>``), then the shared table (:func:`upsert_rows`).
+
+    If the shared write fails (full disk, lost permissions, a CSV corrupted meanwhile) nothing computed is lost: the
+    error names the run's copy, which holds every row. Returns the shared CSV's path.
+    """
+    copy = Path(run_folder) / copy_name
+    (rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)).to_csv(copy, index=False)
+    try:
+        return upsert_rows(table, rows, results_dir=results_dir, config=config, run_id=run_id)
+    except (OSError, TimeoutError, ResultsFileError) as exc:
+        raise ResultsFileError(table_path(table, results_dir), str(exc), f"{exc}\nThe run's rows are safe in "
+                               f"{copy}; once the results folder is fixed, rerun (finished work is reused where "
+                               "the stage supports it) or merge that file by hand") from exc
 
 
 def read_results(table: str, results_dir: str | Path | None = None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.data import DataError, label_matrix, read_csv_strings, read_json_object
+from benchmark.data import DataError, check_label_columns, label_matrix, read_csv_strings, read_json_object
 
 SYNTHETIC_COLUMNS: tuple[str, ...] = ("prompt", "img_savename", "source_row", "seed")
 SYNTHETIC_CSV = "synthetic.csv"
@@ -40,8 +40,14 @@ class SyntheticSet:
         return [self.root / name for name in self.frame["img_savename"]]
 
     def labels(self) -> np.ndarray:
-        """Label matrix, float32 ``(n_images, n_classes)``: 1.0, 0.0 or NaN where unknown."""
-        return label_matrix(self.frame, self.classes)
+        """Label matrix, float32 ``(n_images, n_classes)``: 1.0, 0.0 or NaN where unknown; a label that is not
+        1 / 0 / empty stops with an error naming ``synthetic.csv``, the row and the column."""
+        return label_matrix(self.frame, self.classes, str(self.root / SYNTHETIC_CSV))
+
+    def for_classes(self, classes: Sequence[str]) -> SyntheticSet:
+        """The same set read with ``classes`` (e.g. the real split's), its label columns checked now."""
+        check_label_columns(self.frame, classes, str(self.root / SYNTHETIC_CSV))
+        return SyntheticSet(self.root, self.frame, list(classes), self.manifest)
 
     @property
     def model_name(self) -> str:
@@ -77,13 +83,7 @@ def read_synthetic_set(folder: str | Path, classes: Sequence[str] | None = None)
     for name in classes:
         if name not in frame.columns:
             raise DataError(f"{csv_path}: unknown class {name!r}: no such label column")
-    allowed = {"1", "0", "1.0", "0.0", ""}
-    for name in classes:
-        bad = np.flatnonzero(~frame[name].str.strip().isin(allowed).to_numpy())
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(f"{csv_path}: row {i + 1}: label column {name!r} has value {frame[name].iat[i]!r}; "
-                            "expected 1, 0 or empty")
+    check_label_columns(frame, classes, str(csv_path))
     names = frame["img_savename"]
     duplicated = np.flatnonzero(names.duplicated().to_numpy())
     if duplicated.size:

@@ -39,7 +39,7 @@ STAGES = ("pretrained", "retrained", "all")
 DEFAULT_STAGE = "pretrained"  # for a real split and synthetic set; the demo runs everything when none is given
 DEMO_ORDER = ("demo-faithful", "demo-label-blind", "demo-untrained-ddpm")
 RANKING_RULE = (f"a model carries label signal when the classifier finds at least one class above chance in its "
-                f"images (one-sided Mann-Whitney test of AUROC > 0.5, Holm-adjusted over the classes, family-wise "
+                f"images (one-sided Brunner-Munzel test of AUROC > 0.5, Holm-adjusted over the classes, family-wise "
                 f"alpha {SIGNAL_ALPHA}); models with label signal rank first, by mean synthetic AUROC; models "
                 "without it are ordered by realism (Frechet distance to the real test images in the classifier's "
                 "feature space, lower first).")
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-map", help="'class=Output,normal=normal-rule' overrides of the default mapping")
     parser.add_argument("--threshold", choices=("operating-point", "val-youden"), default="operating-point")
     parser.add_argument("--real-split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--test-labels", default="all", choices=("all", "physician"),
+                        help="physician: score only test images whose labels a physician read (PadChest's "
+                             "MethodLabel, the split's label_source column)")
     parser.add_argument("--n-resamples", type=int, default=2000)
     parser.add_argument("--allow-leakage", action="store_true",
                         help="run even when the classifier was trained on the split's dataset (recorded in every row)")
@@ -74,7 +77,8 @@ def _config(args: argparse.Namespace, classifier: str) -> PretrainedConfig:
     return PretrainedConfig(classifier=classifier, cache_dir=args.xrv_cache_dir,
                             label_map=parse_label_map(args.label_map), threshold=args.threshold,
                             n_resamples=args.n_resamples, seed=args.seed, batch_size=args.batch_size,
-                            num_workers=args.num_workers, allow_leakage=args.allow_leakage, real_split=args.real_split)
+                            num_workers=args.num_workers, allow_leakage=args.allow_leakage, real_split=args.real_split,
+                            allow_generator_overlap=args.allow_generator_overlap, test_labels=args.test_labels)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -96,12 +100,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if stage in ("pretrained", "all"):
         status = run_demo_pretrained(args, demo, real, started)
     if stage in ("retrained", "all"):
-        from benchmark.demo import demo_retrained_config
+        from benchmark.demo import run_demo_retrained
 
-        outcome = run_retrained_stage(real, demo.faithful_train, demo_retrained_config(), model_name="demo-faithful",
-                                      extra_info=args.extra_info, results_dir=args.results_dir)
-        print(f"\n== retrained-classifier utility, demo-faithful (run {outcome.run_id}) ==")
-        print(format_retrained_table(outcome.summary))
+        run_demo_retrained(real, demo, extra_info=args.extra_info, results_dir=args.results_dir)
         print(f"({time.perf_counter() - started:.0f} s in all)")
     return status
 
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             extra_info=args.extra_info, results_dir=args.results_dir)
             print(format_retrained_table(retrained.summary))
             print(f"\nrun {retrained.run_id}: checkpoints and learning curves in {retrained.run_folder}")
-    except (DataError, LeakageError, ValueError) as exc:
+    except (DataError, LeakageError, ValueError) as exc:  # GeneratorOverlapError is a DataError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,15 +11,21 @@ real validation split and tested on the real test split; synthetic images are on
   rows* (matched on ``source_row``), so the set keeps its size and labels.
 
 A size is a count (``1100``, ``1.1k``), a fraction of what exists (``0.5``, ``50%``) or ``all``; a size above what
-exists stops with an error unless ``with_replacement`` (then images repeat). For a seed, every setting of the same
-real size draws the same real rows, and every setting of the same synthetic size the same synthetic images.
+exists stops with an error unless ``with_replacement`` (then images repeat). Real rows and synthetic images are drawn
+within strata (each row's rarest positive class), so every class gets its share of a small set; for a seed, every
+setting of the same real size draws the same real rows, and every setting of the same synthetic size the same
+synthetic images. Each row records the unit's training positives of its class (real and synthetic).
 
-Per seed and class: AUROC, accuracy, precision, recall, specificity, F1 with stratified bootstrap CIs. Per setting and
-class (``seed = mean``): mean, std and Student-t 95% CI over seeds. Every setting is compared with the ``real``
-baseline on the same test images: paired DeLong for AUROC, paired bootstrap for the threshold metrics (each model at
-its own threshold, Youden's J on real val by default), seed by seed and for the seed means (a DeLong contrast over all
-seeds' AUROCs, a joint bootstrap), p-values Holm-adjusted over settings x classes. Real-only units do not depend on
-the synthetic set and are reused by every sweep on the same split and training settings.
+Per seed and class: AUROC (Newcombe interval widened by the patients' design effect), ``sens_at_spec`` (sensitivity
+at specificity 0.9, the primary threshold metric) and accuracy, precision, recall, specificity, F1 at the model's
+threshold (Youden's J on real val by default), with intervals from a joint bootstrap of val and test *patients* that
+chooses the threshold again on every val resample; prevalence beside them. Per setting and class (``seed = mean``):
+the mean over seeds with an interval that adds the seed-to-seed spread to the test-set sampling of the seed mean
+(:func:`benchmark.stats.seed_mean_interval`). Every setting is compared with the ``real`` baseline on the same test
+images by the same two variance parts (:func:`benchmark.stats.seed_mean_difference`), Holm-adjusted per metric over
+settings x classes; with fewer than 3 seeds per side no test is made. Per-seed differences are descriptive.
+Compared rows carry the AUROC difference detectable at 80% power and an ``underpowered`` flag. Real-only units do
+not depend on the synthetic set and are reused by every sweep on the same split and training settings.
 
 A sweep is resumable: each (setting, sizes, seed) writes its checkpoint, predictions and a done-marker under
 ``results/runs/<run_id>/units/``, and rerunning the same command finds that run and trains only what is missing.
@@ -35,7 +41,9 @@ import math
 import os
 import re
 import sys
+import textwrap
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,27 +53,36 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import norm
-from sklearn.metrics import roc_auc_score
 
 from benchmark.cli import add_set_arguments
 from benchmark.data import DataError, SplitTable, atomic_write_text, label_matrix
+from benchmark.generator_training import (
+    SYNTHETIC_FROM,
+    check_generator_overlap,
+    check_synthetic_origins,
+    synthetic_origins,
+)
+from benchmark.generator_training import resolve as resolve_generator_training
 from benchmark.provenance import config_hash, new_run_id
-from benchmark.results import run_dir, table_path, upsert_rows
-
-# The comparisons reuse stats' DeLong covariance and resampling internals, so that for one model each they are exactly
-# delong_roc_test / paired_bootstrap_difference (tested), and extend them to means over seeds.
+from benchmark.results import check_writable, run_dir, table_path, write_run_rows
+from benchmark.splits.common import image_strata
 from benchmark.stats import (
-    METRICS,
-    _bootstrap_p,
-    _delong_covariance,
-    _percentile_ci,
-    _resampled,
-    _z_and_p,
-    bootstrap_metrics,
+    MIN_SEEDS_FOR_SPREAD,
+    auroc_ci,
+    cluster_bootstrap_weights,
+    cluster_codes,
+    clustered_proportion_ci,
+    delong_contrast,
     delong_roc_test,
+    detectable_difference,
     holm_adjust,
-    mean_ci_over_seeds,
-    metrics_on_resamples,
+    joint_chunk,
+    metrics_at_thresholds,
+    seed_mean_difference,
+    seed_mean_interval,
+    sensitivity_at_specificity,
+    smoothed_youden_thresholds,
+    youden_threshold,
 )
 from benchmark.synthetic import SyntheticSet
 
@@ -73,8 +90,19 @@ TABLE = "utility_retrained"
 SETTING_KINDS: tuple[str, ...] = ("real", "synthetic", "real+synthetic", "mixed")
 TASKS: tuple[str, ...] = ("multilabel", "binary")
 THRESHOLDS: tuple[str, ...] = ("val-youden", "0.5")
-COMPARED_BOOTSTRAP: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
-TABLE_METRICS: tuple[str, ...] = ("auroc", "accuracy", "precision")
+#: sensitivity is reported at this specificity by default (``--spec-target``), its threshold chosen on the test images
+SPEC_TARGET = 0.9
+#: a comparison whose smallest detectable AUROC difference (80% power, two-sided 0.05) exceeds this is underpowered
+DETECTABLE_LIMIT = 0.1
+THRESHOLD_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "specificity", "f1")
+RESAMPLED: tuple[str, ...] = ("sens_at_spec", *THRESHOLD_METRICS)
+#: the metrics of every row, each with its interval; every one is compared with the baseline
+ROW_METRICS: tuple[str, ...] = ("auroc", *RESAMPLED)
+COMPARED: tuple[str, ...] = ROW_METRICS
+#: the printed table leads with the metrics that do not depend on prevalence, then those that do
+PREVALENCE_FREE: tuple[str, ...] = ("auroc", "sens_at_spec", "recall", "specificity")
+AT_PREVALENCE: tuple[str, ...] = ("accuracy", "precision")
+TABLE_METRICS: tuple[str, ...] = (*PREVALENCE_FREE, *AT_PREVALENCE)
 ARCHITECTURE = "DenseNet-121 (torchxrayvision, 1 channel)"
 
 
@@ -108,13 +136,15 @@ class RetrainedConfig:
     num_workers: int = 0
     cpu_threads: int | None = None
     with_replacement: bool = False
-    synthetic_from: str = "any"
+    synthetic_from: str = "train"
     baseline: str | None = None
     threshold: str = "val-youden"
+    spec_target: float = SPEC_TARGET
     n_resamples: int = 2000
     stats_seed: int = 0
     resume: bool = True
     progress: bool = True
+    allow_generator_overlap: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.settings, str):
@@ -125,19 +155,21 @@ class RetrainedConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         for name, value, allowed in (("task", self.task, TASKS), ("threshold", self.threshold, THRESHOLDS),
-                                     ("synthetic_from", self.synthetic_from, ("any", "train")),
+                                     ("synthetic_from", self.synthetic_from, SYNTHETIC_FROM),
                                      ("balance", self.balance, ("none", "loss", "sampler"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not 0.0 < self.mix_fraction <= 1.0:
             raise ValueError(f"mix_fraction must be in (0, 1], got {self.mix_fraction}")
+        if not 0.0 < self.spec_target < 1.0:
+            raise ValueError(f"spec_target must be in (0, 1), got {self.spec_target}")
         if self.init in ("", "scratch", "none"):
             self.init = None
 
     def training_record(self) -> dict[str, Any]:
         """The fields that shape a trained model (what a resumed run must share)."""
         skip = {"settings", "seeds", "n_real", "n_synthetic", "mix_fraction", "baseline", "n_resamples", "stats_seed",
-                "resume", "progress", "num_workers"}
+                "resume", "progress", "num_workers", "spec_target", "allow_generator_overlap"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -174,11 +206,17 @@ def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
                             "fix it for numbers that are the same on every machine; default: torch's setting)")
     group.add_argument("--with-replacement", action="store_true",
                        help="a size larger than what exists repeats images instead of stopping")
-    group.add_argument("--synthetic-from", choices=("any", "train"), default=default.synthetic_from,
-                       help="train: only synthetic images made from real train rows may be trained on")
+    group.add_argument("--synthetic-from", choices=SYNTHETIC_FROM, default=default.synthetic_from,
+                       help="train (default): a synthetic image made from a val/test row stops the run (the "
+                            "classifier would be tested on its real twin); train-subset: such images are left out; "
+                            "any: they are used, and every row says so")
     group.add_argument("--baseline", help="the setting every other is compared with (default: the first real one)")
     group.add_argument("--decision-threshold", choices=THRESHOLDS, default=default.threshold,
-                       help="threshold of accuracy / precision: Youden's J on the real val split, or 0.5")
+                       help="threshold of accuracy / precision / recall / specificity / F1: Youden's J on the real "
+                            "val split (re-chosen in every bootstrap resample of the val patients), or 0.5")
+    group.add_argument("--spec-target", type=float, default=default.spec_target,
+                       help="sens_at_spec, the primary threshold metric: sensitivity at this specificity "
+                            "(default 0.9)")
     group.add_argument("--no-resume", action="store_true", help="start a new run even if this sweep was begun")
 
 
@@ -193,8 +231,9 @@ def retrained_config_from_args(args: argparse.Namespace) -> RetrainedConfig:
         patience=args.patience, mixed_precision=args.mixed_precision, cpu_threads=args.cpu_threads,
         num_workers=int(getattr(args, "num_workers", 0) or 0), with_replacement=args.with_replacement,
         synthetic_from=args.synthetic_from, baseline=args.baseline, threshold=args.decision_threshold,
+        spec_target=float(getattr(args, "spec_target", SPEC_TARGET)),
         n_resamples=int(getattr(args, "n_resamples", 2000)), stats_seed=int(getattr(args, "seed", 0) or 0),
-        resume=not args.no_resume)
+        resume=not args.no_resume, allow_generator_overlap=bool(getattr(args, "allow_generator_overlap", False)))
 
 
 # ---------------------------------------------------------------------------------------------- settings, sizes
@@ -308,7 +347,7 @@ class Pools:
     ``train_rows`` (R,): positions of the real train rows in the split CSV (the numbering of ``source_row``);
     ``train_labels`` (R, C); ``synthetic_rows`` (M,): rows of ``synthetic.csv`` that may be trained on;
     ``synthetic_labels`` (M, C); ``synthetic_source`` (M,): each image's ``source_row`` (-1 when unknown).
-    Labels are float32 1 / 0 / NaN.
+    Labels are float32 1 / 0 / NaN. Draws are stratified by :meth:`train_strata` / :meth:`synthetic_strata`.
     """
 
     train_rows: np.ndarray
@@ -316,10 +355,28 @@ class Pools:
     synthetic_rows: np.ndarray
     synthetic_labels: np.ndarray
     synthetic_source: np.ndarray
+    synthetic_from: str = ""  # which synthetic images were allowed, and the origin counts (rows carry it)
+
+    def train_strata(self) -> np.ndarray:
+        """(R,) stratum of each real train row: its rarest positive class in the pool, else ``none``."""
+        return image_strata(self.train_labels, [str(j) for j in range(self.train_labels.shape[1])])
+
+    def synthetic_strata(self) -> np.ndarray:
+        """(M,) stratum of each usable synthetic image, as :meth:`train_strata`."""
+        return image_strata(self.synthetic_labels, [str(j) for j in range(self.synthetic_labels.shape[1])])
+
+    def positives(self, training: TrainingSet) -> np.ndarray:
+        """(2, C) int: training images positive for each class, real rows then synthetic images."""
+        return np.stack([(np.nan_to_num(labels, nan=0.0) > 0.5).sum(axis=0) for labels in
+                         (self.train_labels[training.real], self.synthetic_labels[training.synthetic])])
 
 
-def make_pools(real: SplitTable, synthetic: SyntheticSet, classes: Sequence[str], synthetic_from: str = "any") -> Pools:
-    """Real train rows and usable synthetic images with their labels for ``classes``."""
+def make_pools(real: SplitTable, synthetic: SyntheticSet, classes: Sequence[str],
+               synthetic_from: str = "train") -> Pools:
+    """Real train rows and usable synthetic images with their labels for ``classes``.
+
+    Synthetic images made from val / test rows (:func:`benchmark.generator_training.synthetic_origins`) stop the
+    run under ``synthetic_from="train"``, are left out under ``"train-subset"`` and used under ``"any"``."""
     missing = [c for c in classes if c not in synthetic.frame.columns]
     if missing:
         raise DataError(f"{synthetic.root}/synthetic.csv has no label column {missing[0]!r}; the synthetic set must "
@@ -330,11 +387,13 @@ def make_pools(real: SplitTable, synthetic: SyntheticSet, classes: Sequence[str]
         raise DataError(f"{real.source}: no train rows (split == 'train')")
     source = pd.to_numeric(synthetic.frame["source_row"], errors="coerce").to_numpy(dtype=float)
     source = np.where(np.isfinite(source) & (source >= 0) & (source == np.round(source)), source, -1).astype(np.int64)
-    rows = np.arange(len(synthetic.frame))
-    if synthetic_from == "train":
-        rows = rows[np.isin(source, train_rows)]
-    labels = label_matrix(synthetic.frame, list(classes))
-    return Pools(train_rows, label_matrix(real.frame, list(classes))[train_rows], rows, labels[rows], source[rows])
+    allowed, note = check_synthetic_origins(synthetic_origins(real, synthetic), synthetic_from,
+                                            str(synthetic.root / "synthetic.csv"))
+    rows = np.flatnonzero(allowed)
+    labels = synthetic.for_classes(list(classes)).labels()
+    return Pools(train_rows, real.labels()[train_rows] if list(real.classes) == list(classes)
+                 else label_matrix(real.frame, list(classes), real.source)[train_rows], rows, labels[rows],
+                 source[rows], note)
 
 
 @dataclass
@@ -359,10 +418,28 @@ class TrainingSet:
         return digest.hexdigest()[:16]
 
 
-def _draw(available: int, n: int, rng: np.random.Generator, with_replacement: bool, what: str,
+def stratified_sample(strata: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct indices into ``strata`` (``n`` at most its length), each stratum's count its proportional share
+    ``n * size / total`` rounded by largest remainder (ties at random): every stratum gets the floor or the ceiling of
+    its expected count, so a class expected twice is drawn twice, never 0 times by chance. Returned in random order."""
+    names, inverse, sizes = np.unique(np.asarray(strata).astype(str), return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    quota = n * sizes / sizes.sum()
+    counts = np.floor(quota).astype(np.int64)
+    rest = int(n - counts.sum())
+    if rest:
+        order = np.lexsort((rng.random(names.size), -(quota - counts)))  # largest remainder first, ties at random
+        counts[order[:rest]] += 1
+    parts = [np.flatnonzero(inverse == k)[rng.permutation(int(sizes[k]))[:counts[k]]] for k in range(names.size)]
+    return rng.permutation(np.concatenate(parts)).astype(np.int64)
+
+
+def _draw(strata: np.ndarray, n: int, rng: np.random.Generator, with_replacement: bool, what: str,
           setting: str) -> np.ndarray:
-    """``n`` distinct indices below ``available`` (with replacement: each index ``n // available`` times or once
-    more); a size above ``available`` without replacement raises :class:`SizeError`."""
+    """``n`` indices below ``len(strata)``, drawn within strata (:func:`stratified_sample`); with replacement each
+    index ``n // available`` times and a stratified draw of the rest once more. A size above what is available
+    without replacement raises :class:`SizeError`."""
+    available = len(strata)
     if available == 0:
         raise SizeError(f"setting {setting!r} needs {what} but none are available")
     if n < 1:
@@ -371,21 +448,24 @@ def _draw(available: int, n: int, rng: np.random.Generator, with_replacement: bo
         raise SizeError(f"setting {setting!r} asks for {n} {what} but only {available} exist; ask for at most "
                         f"{available} (or a fraction such as 0.5, or all) or pass --with-replacement to repeat images")
     repeats, rest = divmod(n, available)
-    parts = [rng.permutation(available) for _ in range(repeats)] + [rng.permutation(available)[:rest]]
+    parts = [rng.permutation(available) for _ in range(repeats)] + [stratified_sample(strata, rest, rng)]
     return np.concatenate(parts).astype(np.int64)
 
 
 def build_training_set(spec: SettingSpec, pools: Pools, seed: int, with_replacement: bool = False) -> TrainingSet:
-    """The training images of ``spec`` for ``seed`` (deterministic; see the module docstring for the sharing rule)."""
+    """The training images of ``spec`` for ``seed`` (deterministic; see the module docstring for the sharing rule).
+
+    Real rows and synthetic images are drawn within strata (each row's rarest positive class), so every class gets
+    its share of a small training set."""
     n_pool, m_pool = len(pools.train_rows), len(pools.synthetic_rows)
 
     def real_draw(n: int) -> np.ndarray:
-        return _draw(n_pool, n, np.random.default_rng([seed, 1, n]), with_replacement, "real train images",
-                     spec.label)
+        return _draw(pools.train_strata(), n, np.random.default_rng([seed, 1, n]), with_replacement,
+                     "real train images", spec.label)
 
     def synthetic_draw(m: int) -> np.ndarray:
-        return _draw(m_pool, m, np.random.default_rng([seed, 2, m]), with_replacement, "synthetic images",
-                     spec.label)
+        return _draw(pools.synthetic_strata(), m, np.random.default_rng([seed, 2, m]), with_replacement,
+                     "synthetic images", spec.label)
 
     empty = np.zeros(0, dtype=np.int64)
     if spec.kind == "real":
@@ -485,8 +565,10 @@ def baseline_spec(specs: Sequence[SettingSpec], baseline: str | None) -> Setting
 
 @dataclass
 class UnitPredictions:
-    """One unit's test-split scores: ``scores`` float64 ``(N_test, C)``, ``thresholds`` ``(C,)``, ``info`` extra
-    columns for its rows (best epoch, validation AUROC, ...)."""
+    """One unit's scores: ``scores`` float64 ``(N_test, C)`` on the real test split, ``thresholds`` ``(C,)``,
+    ``val_scores`` ``(N_val, C)`` on the real val split (None: the thresholds are taken as fixed), the
+    ``threshold_policy`` that chose them, ``train_positives`` ``(2, C)`` (real, synthetic training images positive for
+    each class; None: unknown) and ``info``, extra columns for its rows (best epoch, validation AUROC, ...)."""
 
     setting: str
     setting_spec: str
@@ -496,180 +578,416 @@ class UnitPredictions:
     scores: np.ndarray
     thresholds: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    val_scores: np.ndarray | None = None
+    threshold_policy: str = "val-youden"
+    train_positives: np.ndarray | None = None
 
 
-def delong_mean_difference(y_true: np.ndarray, scores_a: Sequence[np.ndarray],
-                           scores_b: Sequence[np.ndarray]) -> dict[str, float]:
-    """Paired DeLong test of mean AUROC over the models ``scores_a`` minus mean over ``scores_b`` (same rows).
+@dataclass
+class _ClassData:
+    """One class's known test labels ``y`` (n,) with patient codes ``ids`` (n,), and the known val labels ``yv``
+    (n_val,) with theirs (``yv`` None when the val split cannot choose a threshold: a label absent)."""
 
-    ``y_true`` (n,) 0/1; each score array (n,). The variance is L S L' with DeLong's covariance S of all the AUCs and
-    the contrast L = (1/k_a, ..., -1/k_b, ...); with one model each this is :func:`benchmark.stats.delong_roc_test`.
-    Returns ``difference``, ``variance``, ``z``, ``p_value`` (NaN when a class has fewer than 2 rows).
+    known: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    val_known: np.ndarray | None
+    yv: np.ndarray | None
+    val_ids: np.ndarray | None
+
+
+def _class_data(labels: np.ndarray, test_ids: np.ndarray, val_labels: np.ndarray | None,
+                val_ids: np.ndarray | None, j: int) -> _ClassData:
+    known = ~np.isnan(labels[:, j])
+    y = labels[known, j].astype(np.int8)
+    ids = cluster_codes(test_ids[known], int(known.sum()))
+    if val_labels is None:
+        return _ClassData(known, y, ids, None, None, None)
+    val_known = ~np.isnan(val_labels[:, j])
+    yv = val_labels[val_known, j].astype(np.int8)
+    if not 0 < yv.sum() < yv.size:
+        return _ClassData(known, y, ids, None, None, None)
+    return _ClassData(known, y, ids, val_known, yv, cluster_codes(val_ids[val_known], yv.size))
+
+
+@dataclass
+class _Evaluated:
+    """One unit on one class: its test (``s``) and val (``sv``, None for a fixed threshold) scores, threshold
+    ``t``, point figures and their resampled values ``reps`` (metric -> (B,), the same resamples for every unit)."""
+
+    unit: UnitPredictions
+    s: np.ndarray
+    sv: np.ndarray | None
+    t: float
+    point: dict[str, float] = field(default_factory=dict)
+    reps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _resample_units(data: _ClassData, evaluated: Sequence[_Evaluated], n_resamples: int, seed: int,
+                    spec_target: float, salt: int) -> None:
+    """Fill each unit's ``reps``: its threshold metrics and ``sens_at_spec`` on B joint patient bootstrap resamples.
+
+    Every resample draws the test patients with replacement (stratified: patients with and without a positive) and,
+    where a unit's threshold came from the val split (Youden's J), the val patients too; the threshold is chosen
+    again on the resampled val patients, so the spread includes that choice. That choice is an argmax over few
+    positives, which a plain bootstrap cannot vary enough (a resample's lowest positive is never below the sample's:
+    in simulation the specificity interval covered as little as 0.66), so the val scores are smoothed (Gaussian kernel,
+    Silverman's bandwidth per label; Silverman & Young 1987): 0.91-1.0 for specificity and 0.97-1.0 for recall over
+    the simulated designs (6-20 val positives, AUROC 0.71-0.98; the test's design in its comment). All units
+    share the resamples and the smoothing draws (paired comparisons, seed means). Drawn in chunks of at most ~2M
+    weights; the chunking depends only on the sizes.
     """
-    y = np.asarray(y_true).astype(np.int8)
-    stacked = np.stack([np.asarray(s, dtype=np.float64) for s in (*scores_a, *scores_b)])
-    ka, kb = len(scores_a), len(scores_b)
-    contrast = np.concatenate([np.full(ka, 1.0 / ka), np.full(kb, -1.0 / kb)])
-    nan = float("nan")
-    if y.min() == y.max():
-        return {"difference": nan, "variance": nan, "z": nan, "p_value": nan}
-    aucs = [roc_auc_score(y, s) for s in stacked]
-    difference = float(contrast @ np.asarray(aucs))
-    variance = float(contrast @ _delong_covariance(y, stacked) @ contrast)
-    if not math.isnan(variance):
-        variance = max(variance, 0.0)
-    z, p = _z_and_p(difference, variance)
-    return {"difference": difference, "variance": variance, "z": z, "p_value": p}
+    y, n = data.y, data.y.size
+    if n == 0:
+        return
+    use_val = data.yv is not None and any(e.sv is not None for e in evaluated)
+    rng_test, rng_val, rng_smooth = (np.random.default_rng(s) for s in
+                                     np.random.SeedSequence([seed, salt]).spawn(3))
+    chunk = min(n_resamples, joint_chunk(n, data.yv.size if use_val else 1))
+    parts: list[dict[str, list[np.ndarray]]] = [{m: [] for m in RESAMPLED} for _ in evaluated]
+    done = 0
+    while done < n_resamples:
+        c = min(chunk, n_resamples - done)
+        wt = np.concatenate(list(cluster_bootstrap_weights(y, data.ids, c, rng_test)))
+        if use_val:
+            wv = np.concatenate(list(cluster_bootstrap_weights(data.yv, data.val_ids, c, rng_val)))
+            noise = rng_smooth.standard_normal(wv.shape)
+        for e, part in zip(evaluated, parts, strict=True):
+            thresholds = (smoothed_youden_thresholds(data.yv, e.sv, wv, noise) if use_val and e.sv is not None
+                          else np.full(c, e.t))
+            for m, values in metrics_at_thresholds(y, e.s, thresholds, wt, THRESHOLD_METRICS).items():
+                part[m].append(values)
+            part["sens_at_spec"].append(sensitivity_at_specificity(y, e.s, spec_target, wt))
+        done += c
+    for e, part in zip(evaluated, parts, strict=True):
+        e.reps = {m: np.concatenate(v) for m, v in part.items()}
 
 
-def bootstrap_mean_differences(y_true: np.ndarray, shifted_a: Sequence[np.ndarray],
-                               shifted_b: Sequence[np.ndarray], metrics: Sequence[str] = COMPARED_BOOTSTRAP, *,
-                               n_resamples: int = 2000, seed: int = 0,
-                               confidence: float = 0.95) -> dict[str, tuple[float, float, float, float]]:
-    """Paired bootstrap of (mean over models a) minus (mean over models b) of threshold ``metrics``.
+def _percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return math.nan, math.nan
+    low, high = np.quantile(v, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
 
-    ``y_true`` (n,) 0/1; each score array (n,) is *shifted* by its model's threshold (prediction = score >= 0). Test
-    rows are resampled jointly for all models (stratified). With one model each this is exactly
-    :func:`benchmark.stats.paired_bootstrap_difference` (same resamples for the same seed; tested).
-    Returns metric -> (difference, ci_low, ci_high, p_value); all NaN where the metric is undefined.
+
+def _undefined_reasons(point: dict[str, float], n_pos: int, n_neg: int) -> str:
+    """Why each undefined (NaN) metric is undefined, e.g. ``precision: nothing predicted positive``."""
+    if n_pos + n_neg == 0:
+        return "; ".join(f"{m}: no test image with a known label" for m in ROW_METRICS)
+    one_class = "no positive test image" if n_pos == 0 else "no negative test image"
+    why = {"auroc": one_class, "sens_at_spec": one_class, "recall": "no positive test image",
+           "specificity": "no negative test image", "f1": "no positive test image", "accuracy": "",
+           "precision": "no positive test image" if n_pos == 0 else "nothing predicted positive"}
+    return "; ".join(f"{m}: {why[m]}" for m in ROW_METRICS if math.isnan(point.get(m, math.nan)))
+
+
+def _point(data: _ClassData, e: _Evaluated, spec_target: float) -> None:
+    """Point figures of a unit on the full test split: AUROC (Newcombe interval, patient design effect),
+    sens_at_spec, and the threshold metrics at its threshold. Without a positive test image, precision and F1 are
+    undefined (NaN), not 0."""
+    y, s = data.y, e.s
+    n_pos = int(y.sum())
+    if y.size == 0:
+        e.point = dict.fromkeys(ROW_METRICS, math.nan)
+        return
+    # the resamples' function on the full sample (one weight per image): the same definitions, no sklearn overhead
+    point = {m: float(v[0]) for m, v in metrics_at_thresholds(y, s, np.array([e.t]), np.ones((1, y.size)),
+                                                             THRESHOLD_METRICS).items()}
+    if n_pos == 0:
+        point["precision"] = point["f1"] = math.nan
+    point["auroc"], point["auroc_ci_low"], point["auroc_ci_high"] = auroc_ci(y, s, clusters=data.ids)
+    point["sens_at_spec"] = (float(sensitivity_at_specificity(y, s, spec_target)) if 0 < n_pos < y.size
+                             else math.nan)
+    e.point = point
+
+
+def _seed_intervals(data: _ClassData, e: _Evaluated, confidence: float) -> dict[str, tuple[float, float]]:
+    """(ci_low, ci_high) of each metric of one unit but AUROC.
+
+    Threshold chosen on val: the percentile interval of the joint val + test patient bootstrap (threshold re-chosen
+    on every resample); for the proportions (recall, specificity, accuracy, precision) widened to include the
+    clustered Wilson interval at the chosen threshold, so it is never a single point at 0 or 1. Fixed threshold:
+    the clustered Wilson interval for the proportions, the patient bootstrap for F1. sens_at_spec: the patient
+    bootstrap (its threshold re-chosen on each resample of the test images).
     """
-    y = np.asarray(y_true).astype(np.int8)
-    arrays = [np.asarray(s, dtype=np.float64) for s in (*shifted_a, *shifted_b)]
-    ka = len(shifted_a)
-    whole = np.arange(len(y))[None, :]  # the full sample as one "resample": the point estimates, vectorised
-    points = [metrics_on_resamples(y, s, 0.0, whole, metrics) for s in arrays]
-    boots = _resampled(y, arrays[0], 0.0, n_resamples, np.random.default_rng(seed), True, tuple(metrics), arrays[1:])
-    out = {}
-    for m in metrics:
-        difference = float(np.mean([p[m][0] for p in points[:ka]]) - np.mean([p[m][0] for p in points[ka:]]))
-        if math.isnan(difference):
-            out[m] = (math.nan,) * 4
+    y, pred = data.y, e.s >= e.t
+    out: dict[str, tuple[float, float]] = {}
+    groups = {"recall": y == 1, "specificity": y == 0, "accuracy": np.ones(y.size, bool), "precision": pred}
+    hits = {"recall": pred, "specificity": ~pred, "accuracy": pred == (y == 1), "precision": y == 1}
+    for m in (*THRESHOLD_METRICS, "sens_at_spec"):
+        if math.isnan(e.point[m]):
+            out[m] = (math.nan, math.nan)
             continue
-        values = np.stack([b[m] for b in boots])
-        d = values[:ka].mean(axis=0) - values[ka:].mean(axis=0)
-        out[m] = (difference, *_percentile_ci(d, confidence), _bootstrap_p(d))
+        boot = _percentile(e.reps[m], confidence)
+        if m not in groups:
+            out[m] = boot
+            continue
+        _, low, high = clustered_proportion_ci(hits[m][groups[m]], data.ids[groups[m]], confidence)
+        out[m] = (low, high) if e.sv is None else (float(np.nanmin([low, boot[0]])), float(np.nanmax([high, boot[1]])))
     return out
+
+
+def _ci_method(clustered: bool, from_val: bool) -> str:
+    unit = "patients" if clustered else "images"
+    thresholded = (f"threshold metrics: joint bootstrap of val and test {unit} (Youden threshold re-chosen on each "
+                   "val resample, val scores smoothed), percentile; for recall/specificity/accuracy/precision "
+                   "widened to include the clustered Wilson interval at the chosen threshold" if from_val else
+                   f"recall/specificity/accuracy/precision: Wilson on the {unit}-effective n; F1: bootstrap of "
+                   f"{unit}, percentile")
+    return (f"AUROC: Newcombe score interval{' x patient design effect' if clustered else ''}; {thresholded}; "
+            f"sens_at_spec: bootstrap of test {unit} (threshold re-chosen), percentile")
+
+
+def _seed_row(data: _ClassData, e: _Evaluated, name: str, j: int, baseline: str | None, confidence: float,
+              spec_target: float) -> dict[str, Any]:
+    """The row of one unit (a seed) and class, without the comparison."""
+    row = _row_head(e.unit, name, str(e.unit.seed), data, baseline, spec_target)
+    row["threshold"] = e.t
+    row["threshold_policy"] = ("val-youden, re-chosen in each resample" if e.sv is not None else "fixed 0.5"
+                               if e.unit.threshold_policy == "0.5" else "0.5 (the val split lacks a label)")
+    row.update(e.unit.info)
+    row.update(_train_positives(e.unit, j))
+    row["auroc"], row["auroc_ci_low"], row["auroc_ci_high"] = (e.point["auroc"], e.point.get("auroc_ci_low", math.nan),
+                                                               e.point.get("auroc_ci_high", math.nan))
+    intervals = _seed_intervals(data, e, confidence) if data.y.size else {}
+    for m in RESAMPLED:
+        row[m] = e.point[m]
+        row[f"{m}_ci_low"], row[f"{m}_ci_high"] = intervals.get(m, (math.nan, math.nan))
+    row["undefined_metrics"] = _undefined_reasons(e.point, int(data.y.sum()), int(data.y.size - data.y.sum()))
+    row["ci_method"] = _ci_method(bool(np.unique(data.ids).size < data.ids.size), e.sv is not None)
+    return row
+
+
+def _train_positives(unit: UnitPredictions, j: int) -> dict[str, Any]:
+    """Training images positive for class ``j``: in all, real, synthetic (NaN when unknown), and a note at 0."""
+    if unit.train_positives is None:
+        return dict.fromkeys(("train_positives", "train_positives_real", "train_positives_synthetic"), math.nan)
+    real, synthetic = (int(v) for v in np.asarray(unit.train_positives)[:, j])
+    out: dict[str, Any] = {"train_positives": real + synthetic, "train_positives_real": real,
+                           "train_positives_synthetic": synthetic}
+    if real + synthetic == 0:
+        out["note"] = "no positive training image of this class: the model cannot have learned it"
+    return out
+
+
+def _row_head(unit: UnitPredictions, name: str, seed: str, data: _ClassData, baseline: str | None,
+              spec_target: float) -> dict[str, Any]:
+    y = data.y
+    n_pos = int(y.sum())
+    return {"setting": unit.setting, "n_real": unit.n_real, "n_synthetic": unit.n_synthetic, "seed": seed,
+            "class": name, "setting_spec": unit.setting_spec, "baseline": baseline or "", "n_test": len(y),
+            "n_patients": int(np.unique(data.ids).size), "positives": n_pos, "n_positive": n_pos,
+            "n_negative": int(len(y) - n_pos), "prevalence": n_pos / len(y) if len(y) else math.nan,
+            "sens_at_spec_target": spec_target}
+
+
+def _seed_comparison(data: _ClassData, e: _Evaluated, b: _Evaluated, confidence: float) -> dict[str, Any]:
+    """This unit minus the baseline unit of the same seed, on the same test images: descriptive (no p-value, no
+    star: one seed each says nothing about the seed-to-seed spread). AUROC: clustered DeLong interval; the other
+    metrics: percentile interval of the joint bootstrap difference."""
+    row: dict[str, Any] = {}
+    if data.y.size == 0:
+        return row
+    z = float(norm.ppf(0.5 + confidence / 2))
+    test = delong_roc_test(data.y, e.s, b.s, clusters=data.ids)
+    half = z * math.sqrt(test["variance"]) if math.isfinite(test["variance"]) else math.nan
+    row.update({"auroc_diff_vs_real": test["difference"], "auroc_diff_vs_real_ci_low": test["difference"] - half,
+                "auroc_diff_vs_real_ci_high": test["difference"] + half,
+                "auroc_mdd80": detectable_difference(math.sqrt(test["variance"]))
+                if math.isfinite(test["variance"]) else math.nan})
+    for m in COMPARED:
+        if m == "auroc":
+            continue
+        diff = e.point[m] - b.point[m]
+        low, high = _percentile(e.reps[m] - b.reps[m], confidence) if math.isfinite(diff) else (math.nan, math.nan)
+        row.update({f"{m}_diff_vs_real": diff, f"{m}_diff_vs_real_ci_low": low, f"{m}_diff_vs_real_ci_high": high})
+    _flag_power(row)
+    return row
+
+
+def _flag_power(row: dict[str, Any]) -> None:
+    mdd = row.get("auroc_mdd80", math.nan)
+    row["underpowered"] = bool(mdd > DETECTABLE_LIMIT) if isinstance(mdd, float) and math.isfinite(mdd) else ""
+
+
+def _seed_mean_test_variance(data: _ClassData, members: Sequence[_Evaluated], others: Sequence[_Evaluated],
+                             m: str) -> float:
+    """Test-set sampling variance of (mean over ``members``) minus (mean over ``others``, none: 0) of metric ``m``:
+    AUROC by the clustered DeLong (Obuchowski) contrast, the rest over the shared joint patient bootstrap."""
+    if m == "auroc":
+        return delong_contrast(data.y, [e.s for e in members], [e.s for e in others], clusters=data.ids)["variance"]
+    values = np.mean([e.reps[m] for e in members], axis=0)
+    if others:
+        values = values - np.mean([e.reps[m] for e in others], axis=0)
+    values = values[np.isfinite(values)]
+    return float(values.var(ddof=1)) if values.size >= 2 else math.nan
+
+
+def _mean_row(data: _ClassData, members: Sequence[_Evaluated], seed_rows: Sequence[dict[str, Any]], name: str,
+              baseline: str | None, confidence: float, spec_target: float) -> dict[str, Any]:
+    """The ``seed = mean`` row of one setting and class (see :func:`evaluate_units`)."""
+    row = _row_head(members[0].unit, name, "mean", data, baseline, spec_target)
+    row["seeds"] = ",".join(str(e.unit.seed) for e in members)
+    row["n_seeds"] = len(members)
+    for key in ("best_epoch", "best_val_auroc", "n_train", "train_positives", "train_positives_real",
+                "train_positives_synthetic"):
+        values = [r[key] for r in seed_rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+        row[key] = float(np.mean(values)) if values else math.nan
+    if len(members) == 1 or data.y.size == 0:
+        only = seed_rows[0]
+        for m in ROW_METRICS:
+            row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = (only.get(m, math.nan), only.get(f"{m}_ci_low", math.nan),
+                                                               only.get(f"{m}_ci_high", math.nan))
+            row[f"{m}_std"] = math.nan
+        row["seed_df"] = math.nan
+        row["ci_method"] = f"one seed: its own intervals (test-set sampling only; no seed spread). {only['ci_method']}"
+    else:
+        for m in ROW_METRICS:
+            got = seed_mean_interval([r.get(m, math.nan) for r in seed_rows],
+                                     _seed_mean_test_variance(data, members, (), m), confidence)
+            row[m], row[f"{m}_std"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = (got["mean"], got["std"],
+                                                                                got["ci_low"], got["ci_high"])
+            row[f"{m}_se"], row[f"{m}_df"] = got["se"], got["df"]
+            # At 0 or 1 (AUROC 1, recall 1 on every seed) both variance parts vanish; the seeds' own intervals
+            # (Newcombe, Wilson) do not: the interval is never narrower than their mean.
+            lows = [r.get(f"{m}_ci_low", math.nan) for r in seed_rows]
+            highs = [r.get(f"{m}_ci_high", math.nan) for r in seed_rows]
+            if math.isfinite(row[m]) and np.isfinite(lows).any():
+                row[f"{m}_ci_low"] = float(np.nanmin([row[f"{m}_ci_low"], np.nanmean(lows)]))
+                row[f"{m}_ci_high"] = float(np.nanmax([row[f"{m}_ci_high"], np.nanmean(highs)]))
+            if m == "auroc":
+                row["seed_df"], method = got["df"], got["method"]
+        row["ci_method"] = (f"{method}; test-set part: AUROC clustered DeLong variance of the seed mean, the other "
+                            "metrics the variance of the seed mean over the joint patient bootstrap; never narrower "
+                            "than the mean of the seeds' own intervals")
+    point = {m: row[m] for m in ROW_METRICS}
+    row["undefined_metrics"] = _undefined_reasons(point, int(data.y.sum()), int(data.y.size - data.y.sum()))
+    return row
+
+
+def _mean_comparison(data: _ClassData, members: Sequence[_Evaluated], base: Sequence[_Evaluated],
+                     confidence: float) -> dict[str, Any]:
+    """The setting's seed mean minus the baseline's, on the same test images: seed spreads plus test-set sampling
+    (:func:`benchmark.stats.seed_mean_difference`); no p-value below the minimum number of seeds."""
+    row: dict[str, Any] = {"paired_seeds": ",".join(str(e.unit.seed) for e in members
+                                                    if e.unit.seed in {b.unit.seed for b in base})}
+    if data.y.size == 0:
+        return row
+    for m in COMPARED:
+        got = seed_mean_difference([e.point[m] for e in members], [b.point[m] for b in base],
+                                   _seed_mean_test_variance(data, members, base, m), confidence)
+        row.update({f"{m}_diff_vs_real": got["difference"], f"{m}_diff_vs_real_ci_low": got["ci_low"],
+                    f"{m}_diff_vs_real_ci_high": got["ci_high"], f"{m}_p_vs_real": got["p_value"]})
+        if m == "auroc":
+            row["auroc_diff_vs_real_se"], row["auroc_diff_vs_real_df"] = got["se"], got["df"]
+            row["auroc_mdd80"] = detectable_difference(got["se"])
+            row["comparison_method"] = got["method"]
+    _flag_power(row)
+    return row
 
 
 def evaluate_units(units: Sequence[UnitPredictions], test_labels: np.ndarray, classes: Sequence[str], *,
                    baseline: str | None, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
-                   mean_rows: bool = True) -> pd.DataFrame:
+                   mean_rows: bool = True, test_patients: Sequence | np.ndarray | None = None,
+                   val_labels: np.ndarray | None = None, val_patients: Sequence | np.ndarray | None = None,
+                   spec_target: float = SPEC_TARGET) -> pd.DataFrame:
     """The result rows: one per (unit, class) with ``seed`` = the training seed, and one per (setting, class) with
-    ``seed = "mean"``.
+    ``seed = "mean"`` (``mean_rows=False`` leaves those out).
 
-    ``test_labels`` ``(N_test, C)`` 1 / 0 / NaN (unknown labels are masked per class). ``baseline`` is the
-    ``setting_spec`` every other setting is compared with, seed by seed and on the seed means (same test images).
-    Columns: each of :data:`METRICS` with ``_ci_low`` / ``_ci_high`` (seed rows: stratified bootstrap; mean rows:
-    Student-t over seeds, or the bootstrap CI when there is one seed) and ``_std`` on mean rows;
-    ``{auroc,accuracy,precision,recall,f1}_diff_vs_real`` with CI, ``_p_vs_real`` and ``_p_vs_real_holm``
-    (Holm over settings x classes, per seed and for the means); ``auroc_vs_real`` the verdict at 1 - confidence.
-    ``mean_rows=False`` leaves the mean rows out.
+    Args:
+        units: every unit's predictions (:class:`UnitPredictions`; ``val_scores`` needed for the val-threshold
+            bootstrap).
+        test_labels: ``(N_test, C)`` 1 / 0 / NaN (unknown labels are masked per class). test_patients: ``(N_test,)``
+            patient ids (None: one patient per image); val_labels ``(N_val, C)`` and val_patients ``(N_val,)``: the
+            real val split, where the thresholds were chosen.
+        baseline: the ``setting_spec`` every other setting is compared with (same test images).
+        n_resamples: B of the joint patient bootstrap (the same B resamples for every unit of a class).
+        spec_target: the specificity of ``sens_at_spec``.
+
+    Every row: ``n_test``, ``n_patients``, ``n_positive`` (also ``positives``), ``n_negative``, ``prevalence``,
+    ``train_positives`` (``_real``, ``_synthetic``), each of :data:`ROW_METRICS` with ``_ci_low`` / ``_ci_high``,
+    ``undefined_metrics`` (which are NaN and why) and ``ci_method``. Seed rows: AUROC with Newcombe's interval
+    (patient design effect), the others from the joint bootstrap (see :func:`_seed_intervals`), and descriptive
+    differences against the baseline's model of the same seed (``<m>_diff_vs_real`` with CI; AUROC by clustered
+    DeLong; no p-value). Mean rows: :func:`benchmark.stats.seed_mean_interval` (seed spread + test-set sampling,
+    ``seed_df``, ``n_seeds``; ``<m>_std``) and the comparison of seed means (``seed_mean_difference``:
+    ``<m>_diff_vs_real`` with CI, ``<m>_p_vs_real``, ``<m>_p_vs_real_holm`` Holm over the settings x classes of
+    that metric, ``holm_family``; none below :data:`benchmark.stats.MIN_SEEDS_FOR_SPREAD` seeds per side).
+    Compared rows: ``auroc_mdd80`` (the AUROC difference detectable with 80% power at its standard error) and
+    ``underpowered`` (above :data:`DETECTABLE_LIMIT`); ``auroc_vs_real`` the verdict.
     """
     labels = np.asarray(test_labels, dtype=np.float64)
-    alpha = 1.0 - confidence
-    z_half = float(norm.ppf(0.5 + confidence / 2))
+    test_ids = np.arange(len(labels)) if test_patients is None else np.asarray(test_patients)
+    val = None if val_labels is None else np.asarray(val_labels, dtype=np.float64)
+    val_ids = None if val is None else (np.arange(len(val)) if val_patients is None else np.asarray(val_patients))
     specs = list(dict.fromkeys(u.setting_spec for u in units))
-    rows: list[dict[str, Any]] = []
-    for spec in specs:
-        members = sorted((u for u in units if u.setting_spec == spec), key=lambda u: u.seed)
-        base_by_seed = {u.seed: u for u in units if u.setting_spec == baseline} if baseline else {}
-        for j, name in enumerate(classes):
-            known = ~np.isnan(labels[:, j])
-            y = labels[known, j].astype(np.int8)
-            seed_rows = []
-            for unit in members:
-                s, t = unit.scores[known, j], float(unit.thresholds[j])
-                row = _row_head(unit, name, str(unit.seed), y, baseline)
-                row["threshold"] = t
-                row.update(unit.info)
-                estimates = bootstrap_metrics(y, s, t, n_resamples=n_resamples, seed=seed, confidence=confidence) \
-                    if len(y) else {m: (math.nan,) * 3 for m in METRICS}
-                for m in METRICS:
-                    row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = estimates[m]
-                base = base_by_seed.get(unit.seed)
-                if base is not None and spec != baseline and len(y):
-                    sb, tb = base.scores[known, j], float(base.thresholds[j])
-                    test = delong_roc_test(y, s, sb)
-                    half = z_half * math.sqrt(test["variance"]) if np.isfinite(test["variance"]) else math.nan
-                    row.update({"auroc_diff_vs_real": test["difference"],
-                                "auroc_diff_vs_real_ci_low": test["difference"] - half,
-                                "auroc_diff_vs_real_ci_high": test["difference"] + half,
-                                "auroc_p_vs_real": test["p_value"]})
-                    compared = bootstrap_mean_differences(y, [s - t], [sb - tb], n_resamples=n_resamples,
-                                                          seed=seed, confidence=confidence)
-                    for m, (diff, low, high, p) in compared.items():
-                        row.update({f"{m}_diff_vs_real": diff, f"{m}_diff_vs_real_ci_low": low,
-                                    f"{m}_diff_vs_real_ci_high": high, f"{m}_p_vs_real": p})
-                seed_rows.append(row)
-            rows.extend(seed_rows)
+    blocks: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for j, name in enumerate(classes):
+        data = _class_data(labels, test_ids, val, val_ids, j)
+        evaluated = []
+        for unit in units:
+            sv = None
+            if unit.threshold_policy == "val-youden" and unit.val_scores is not None and data.yv is not None:
+                sv = np.asarray(unit.val_scores, dtype=np.float64)[data.val_known, j]
+            # with a val threshold, the point estimate uses the very rule each resample re-applies
+            t = youden_threshold(data.yv, sv) if sv is not None else float(unit.thresholds[j])
+            e = _Evaluated(unit, unit.scores[data.known, j].astype(np.float64), sv, t)
+            _point(data, e, spec_target)
+            evaluated.append(e)
+        _resample_units(data, evaluated, n_resamples, seed, spec_target, zlib.crc32(name.encode()))
+        by_spec = {spec: sorted((e for e in evaluated if e.unit.setting_spec == spec), key=lambda e: e.unit.seed)
+                   for spec in specs}
+        base = by_spec.get(baseline, []) if baseline else []
+        base_by_seed = {e.unit.seed: e for e in base}
+        for spec, members in by_spec.items():
+            rows = []
+            for e in members:
+                row = _seed_row(data, e, name, j, baseline, confidence, spec_target)
+                partner = base_by_seed.get(e.unit.seed)
+                if partner is not None and spec != baseline:
+                    row.update(_seed_comparison(data, e, partner, confidence))
+                rows.append(row)
             if mean_rows:
-                rows.append(_mean_row(members, seed_rows, name, y, known, j, base_by_seed, spec, baseline, n_resamples,
-                                      seed, confidence, z_half))
-    table = pd.DataFrame(rows)
-    for m in ("auroc", *COMPARED_BOOTSTRAP):
+                mean = _mean_row(data, members, rows, name, baseline, confidence, spec_target)
+                if base and spec != baseline:
+                    mean.update(_mean_comparison(data, members, base, confidence))
+                rows.append(mean)
+            blocks[spec, j] = rows
+    table = pd.DataFrame([row for spec in specs for j in range(len(classes)) for row in blocks[spec, j]])
+    return _adjust(table, baseline, confidence)
+
+
+def _adjust(table: pd.DataFrame, baseline: str | None, confidence: float) -> pd.DataFrame:
+    """Holm over the mean rows' tests of each metric (the family: that metric's settings x classes), and the
+    ``auroc_vs_real`` verdict."""
+    alpha = 1.0 - confidence
+    if "auroc_diff_vs_real" not in table:
+        return table
+    means = table["seed"] == "mean"
+    compared = means & table["auroc_diff_vs_real"].notna()
+    for m in COMPARED:
         column = f"{m}_p_vs_real"
         if column not in table:
-            continue
+            table[column] = np.nan
         table[f"{m}_p_vs_real_holm"] = np.nan
-        for _, index in table.groupby("seed").groups.items():
-            table.loc[index, f"{m}_p_vs_real_holm"] = holm_adjust(table.loc[index, column].to_numpy(float))
-    if "auroc_p_vs_real_holm" in table:
-        diff = table["auroc_diff_vs_real"].to_numpy(float)
-        p = table["auroc_p_vs_real_holm"].to_numpy(float)
-        table["auroc_vs_real"] = np.where(np.isnan(p), "", np.where(p >= alpha, "no significant difference",
-                                                                     np.where(diff < 0, "significantly worse",
-                                                                              "significantly better")))
+        table.loc[means, f"{m}_p_vs_real_holm"] = holm_adjust(table.loc[means, column].to_numpy(float))
+    tested = int(table.loc[means, "auroc_p_vs_real"].notna().sum())
+    settings = table.loc[compared, "setting_spec"].nunique()
+    classes = table.loc[compared, "class"].nunique()
+    table["holm_family"] = ""
+    table.loc[compared, "holm_family"] = (f"per metric: the {tested} seed-mean comparisons with {baseline} "
+                                          f"({settings} settings x {classes} classes with enough seeds)")
+    diff = table["auroc_diff_vs_real"].to_numpy(float)
+    p = table["auroc_p_vs_real_holm"].to_numpy(float)
+    verdict = np.where(p >= alpha, "no significant difference", np.where(diff < 0, "significantly worse",
+                                                                         "significantly better")).astype(object)
+    weak = table.get("underpowered", pd.Series("", index=table.index)).astype(str) == "True"
+    verdict = np.where((p >= alpha) & weak, "no significant difference (underpowered: not evidence of equality)",
+                       verdict)
+    few = f"no test: the seed spread needs at least {MIN_SEEDS_FOR_SPREAD} seeds per setting"
+    table["auroc_vs_real"] = np.where(~compared.to_numpy(), "", np.where(np.isnan(p), few, verdict))
     return table
-
-
-def _row_head(unit: UnitPredictions, name: str, seed: str, y: np.ndarray, baseline: str | None) -> dict[str, Any]:
-    return {"setting": unit.setting, "n_real": unit.n_real, "n_synthetic": unit.n_synthetic, "seed": seed,
-            "class": name, "setting_spec": unit.setting_spec, "baseline": baseline or "", "n_test": len(y),
-            "positives": int(y.sum())}
-
-
-def _mean_row(members: Sequence[UnitPredictions], seed_rows: Sequence[dict[str, Any]], name: str, y: np.ndarray,
-              known: np.ndarray, j: int, base_by_seed: dict[int, UnitPredictions], spec: str, baseline: str | None,
-              n_resamples: int, seed: int, confidence: float, z_half: float) -> dict[str, Any]:
-    """The ``seed = mean`` row of one setting and class (see :func:`evaluate_units`)."""
-    row = _row_head(members[0], name, "mean", y, baseline)
-    row["seeds"] = ",".join(str(u.seed) for u in members)
-    row["n_seeds"] = len(members)
-    for key in ("best_epoch", "best_val_auroc", "n_train"):
-        values = [r[key] for r in seed_rows if isinstance(r.get(key), (int, float))]
-        if values:
-            row[key] = float(np.mean(values))
-    for m in METRICS:
-        summary = mean_ci_over_seeds([r[m] for r in seed_rows], confidence)
-        row[m], row[f"{m}_std"] = summary["mean"], summary["std"]
-        if summary["n"] >= 2:
-            # every metric lives in [0, 1]; a t interval over few seeds can reach past it, which no value can
-            row[f"{m}_ci_low"] = max(0.0, summary["ci_low"]) if np.isfinite(summary["ci_low"]) else math.nan
-            row[f"{m}_ci_high"] = min(1.0, summary["ci_high"]) if np.isfinite(summary["ci_high"]) else math.nan
-        else:
-            only = next((r for r in seed_rows if not math.isnan(r[m])), {})
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = only.get(f"{m}_ci_low", math.nan), only.get(f"{m}_ci_high",
-                                                                                                   math.nan)
-    row["ci_method"] = ("Student t over seeds, clipped to [0, 1]" if len(members) >= 2
-                        else "bootstrap over test images (one seed)")
-    paired = [(u, base_by_seed[u.seed]) for u in members if u.seed in base_by_seed]
-    if spec == baseline or not paired or not len(y):
-        return row
-    a = [u.scores[known, j] for u, _ in paired]
-    b = [v.scores[known, j] for _, v in paired]
-    test = delong_mean_difference(y, a, b)
-    half = z_half * math.sqrt(test["variance"]) if np.isfinite(test["variance"]) else math.nan
-    row.update({"auroc_diff_vs_real": test["difference"], "auroc_diff_vs_real_ci_low": test["difference"] - half,
-                "auroc_diff_vs_real_ci_high": test["difference"] + half, "auroc_p_vs_real": test["p_value"],
-                "paired_seeds": ",".join(str(u.seed) for u, _ in paired)})
-    shifted_a = [u.scores[known, j] - u.thresholds[j] for u, _ in paired]
-    shifted_b = [v.scores[known, j] - v.thresholds[j] for _, v in paired]
-    compared = bootstrap_mean_differences(y, shifted_a, shifted_b, n_resamples=n_resamples, seed=seed,
-                                          confidence=confidence)
-    for m, (diff, low, high, p) in compared.items():
-        row.update({f"{m}_diff_vs_real": diff, f"{m}_diff_vs_real_ci_low": low, f"{m}_diff_vs_real_ci_high": high,
-                    f"{m}_p_vs_real": p})
-    return row
 
 
 # ---------------------------------------------------------------------------------------------- the printed table
@@ -681,41 +999,72 @@ def _stars(p: float) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else " ns"
 
 
+def _cell(row: pd.Series, m: str, width: int) -> str:
+    value = row.get(m)
+    if not isinstance(value, float) or math.isnan(value):
+        return f"{'undefined':<{width}}"
+    cell = f"{value:.3f} [{row.get(f'{m}_ci_low', math.nan):.3f}, {row.get(f'{m}_ci_high', math.nan):.3f}]"
+    diff = row.get(f"{m}_diff_vs_real")
+    if isinstance(diff, float) and not math.isnan(diff):
+        cell += f" {diff:+.3f}{_stars(row.get(f'{m}_p_vs_real_holm', math.nan))}"
+    return f"{cell:<{width}}"
+
+
 def format_retrained_table(summary: pd.DataFrame) -> str:
-    """RoentGen-shaped text: one block per class, rows = settings with their sizes, columns = AUROC / accuracy /
-    precision as mean [95% CI] with the change against the real baseline (Holm-adjusted significance stars).
+    """RoentGen-shaped text: one block per class, rows = settings with their sizes; columns = the prevalence-free
+    metrics (AUROC, sensitivity at the target specificity, recall and specificity at the val threshold), then
+    accuracy and precision at the test prevalence; each as mean [95% CI] with the change against the real baseline
+    (Holm-adjusted stars, only with enough seeds), the AUROC difference detectable at 80% power, and flags.
 
     ``summary`` is :attr:`RetrainedOutcome.summary` (the ``seed = mean`` rows); a full table is filtered to them.
     """
     if summary is None or len(summary) == 0:
         return "(no retrained results)"
     frame = summary[summary["seed"].astype(str) == "mean"] if "seed" in summary else summary
-    width = 34
-    header = (f"{'setting':<30} {'real':>6} {'synth':>6} {'seeds':>5} | "
-              + " | ".join(f"{m if m != 'auroc' else 'AUROC':<{width}}" for m in TABLE_METRICS))
+    width = 30
+    target = next((float(t) for t in frame.get("sens_at_spec_target", pd.Series(dtype=float)) if pd.notna(t)),
+                  SPEC_TARGET)
+    names = {"auroc": "AUROC", "sens_at_spec": f"sens@spec{target:g}", "recall": "recall", "specificity":
+             "specificity", "accuracy": "accuracy", "precision": "precision"}
+    head = f"{'setting':<30} {'real':>6} {'synth':>6} {'seeds':>5} | "
     baseline = next((b for b in frame.get("baseline", pd.Series(dtype=str)) if isinstance(b, str) and b), "")
-    lines = [f"Retrained {ARCHITECTURE}: selected on real val, tested on real test images; mean over seeds "
-             f"[95% CI], then the change vs {baseline or 'the real baseline'} (paired DeLong / bootstrap, "
-             "Holm-adjusted: * p<0.05, ** p<0.01, *** p<0.001, ns not significant)"]
+    family = next((f for f in frame.get("holm_family", pd.Series(dtype=str)) if isinstance(f, str) and f),
+                  "per metric over settings x classes")
+    against = baseline or "the real baseline"
+    lines = [f"Retrained {ARCHITECTURE}: selected on real val, tested on real test images. Mean over seeds [95% CI: "
+             f"seed spread + test-set sampling, patients resampled], then the change vs {against} (seed-mean test, "
+             f"Welch t; Holm-adjusted {family}: "
+             f"* p<0.05, ** p<0.01, *** p<0.001, ns not significant). No stars below {MIN_SEEDS_FOR_SPREAD} seeds "
+             "per setting (seeds marked †: the CI covers test-set sampling only). recall / specificity / accuracy / "
+             "precision at each model's threshold chosen on real val (re-chosen in every bootstrap resample); "
+             "MDD80: the AUROC difference detectable with 80% power (! above "
+             f"{DETECTABLE_LIMIT:g}: 'no significant difference' is not evidence of equality); train+: positive "
+             "training images of the class (mean over seeds)."]
+    lines = textwrap.wrap(lines[0], 120)
     for name, block in frame.groupby("class", sort=False):
         first = block.iloc[0]
-        lines += ["", f"== {name} (real test images: n={int(first['n_test'])}, {int(first['positives'])} positive) ==",
-                  header, "-" * len(header)]
-        for _, row in block.iterrows():
-            cells = []
-            for m in TABLE_METRICS:
-                value = row.get(m)
-                if not isinstance(value, float) or math.isnan(value):
-                    cells.append(f"{'undefined':<{width}}")
-                    continue
-                cell = f"{value:.3f} [{row.get(f'{m}_ci_low', math.nan):.3f}, {row.get(f'{m}_ci_high', math.nan):.3f}]"
-                diff = row.get(f"{m}_diff_vs_real")
-                if isinstance(diff, float) and not math.isnan(diff):
-                    cell += f" {diff:+.3f}{_stars(row.get(f'{m}_p_vs_real_holm', math.nan))}"
-                cells.append(f"{cell:<{width}}")
-            label = str(row["setting_spec"]) + (" (baseline)" if row["setting_spec"] == baseline else "")
-            lines.append(f"{label:<30} {int(row['n_real']):>6} {int(row['n_synthetic']):>6} {int(row['n_seeds']):>5} | "
-                         + " | ".join(cells))
+        prevalence = first.get("prevalence", math.nan)
+        lines += ["", f"== {name} (real test images: n={int(first['n_test'])}, {int(first['positives'])} positive, "
+                      f"prevalence {prevalence:.3f}) =="]
+        for group, metrics in (("prevalence-free", PREVALENCE_FREE), (f"at the test prevalence {prevalence:.3f}",
+                                                                      AT_PREVALENCE)):
+            header = head + " | ".join(f"{names[m]:<{width}}" for m in metrics)
+            if group == "prevalence-free":
+                header += " | MDD80  train+"
+            lines += [f"-- {group}", header, "-" * len(header)]
+            for _, row in block.iterrows():
+                label = str(row["setting_spec"]) + (" (baseline)" if row["setting_spec"] == baseline else "")
+                n_seeds = int(row["n_seeds"])
+                seeds = f"{n_seeds}{'†' if n_seeds < MIN_SEEDS_FOR_SPREAD else ''}"
+                line = (f"{label:<30} {int(row['n_real']):>6} {int(row['n_synthetic']):>6} {seeds:>5} | "
+                        + " | ".join(_cell(row, m, width) for m in metrics))
+                if group == "prevalence-free":
+                    mdd = row.get("auroc_mdd80", math.nan)
+                    mdd = (f"{mdd:.3f}{'!' if mdd > DETECTABLE_LIMIT else ' '}"
+                           if isinstance(mdd, float) and math.isfinite(mdd) else f"{'-':<6}")
+                    train = row.get("train_positives", math.nan)
+                    line += f" | {mdd:<6} {'' if not math.isfinite(float(train)) else f'{train:g}':>6}"
+                lines.append(line.rstrip())
     return "\n".join(lines)
 
 
@@ -803,12 +1152,18 @@ def _reuse_real_unit(runs_root: Path, folder: Path, unit: Unit, key: str, test_p
     return False
 
 
-def _load_unit(folder: Path, unit: Unit, classes: Sequence[str]) -> UnitPredictions:
-    done = json.loads((folder / "units" / unit.id / "done.json").read_text())
-    frame = pd.read_csv(folder / "units" / unit.id / "predictions_test.csv")
-    scores = frame[[f"score:{c}" for c in classes]].to_numpy(np.float64)
+def _load_unit(folder: Path, unit: Unit, classes: Sequence[str], pools: Pools) -> UnitPredictions:
+    """A finished unit's test and val scores, thresholds and training positives, as written (or copied) there."""
+    target = folder / "units" / unit.id
+    done = json.loads((target / "done.json").read_text())
+    columns = [f"score:{c}" for c in classes]
+    scores = pd.read_csv(target / "predictions_test.csv")[columns].to_numpy(np.float64)
+    val_file = target / "predictions_val.csv"
+    val_scores = pd.read_csv(val_file)[columns].to_numpy(np.float64) if val_file.is_file() else None
     return UnitPredictions(unit.spec.kind, unit.spec.label, unit.n_real, unit.n_synthetic, unit.seed, scores,
-                           np.asarray(done["thresholds"], dtype=np.float64), done["info"])
+                           np.asarray(done["thresholds"], dtype=np.float64), done["info"], val_scores=val_scores,
+                           threshold_policy=done["info"].get("threshold_policy", "val-youden"),
+                           train_positives=pools.positives(unit.training))
 
 
 def _slug(name: str) -> str:
@@ -831,8 +1186,6 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
 
 def _thresholds(val_labels: np.ndarray, val_scores: np.ndarray, policy: str) -> np.ndarray:
     """Per class: Youden's J on the real validation split (0.5 where it lacks both labels), or 0.5."""
-    from benchmark.utility_pretrained import youden_threshold
-
     out = np.full(val_labels.shape[1], 0.5)
     if policy == "0.5":
         return out
@@ -980,11 +1333,17 @@ def run_retrained_stage(
     main = state.is_main_process
     talk = config.progress and main
     classes = list(real.classes)
+    check_writable(TABLE, results_dir)  # before any training: a full disk or a corrupt CSV stops here
+    generator = check_generator_overlap(
+        resolve_generator_training(synthetic.manifest.get("generator_training"),
+                                   where=str(synthetic.root / "manifest.json")),
+        real, allow=config.allow_generator_overlap)
     specs = parse_settings(config.settings, config.n_real, config.n_synthetic, config.mix_fraction)
     baseline = baseline_spec(specs, config.baseline)
     if baseline is not None:  # the baseline trains first, so every later unit can be compared as soon as it is done
         specs = [baseline] + [s for s in specs if s != baseline]
     pools = make_pools(real, synthetic, classes, config.synthetic_from)
+    extra_columns = {**generator.columns(), "synthetic_from": pools.synthetic_from}
     units = plan_units(specs, config.seeds, pools, config.with_replacement)
     val, test = real.subset("val"), real.subset("test")
     if len(val.frame) == 0 or len(test.frame) == 0:
@@ -993,6 +1352,9 @@ def run_retrained_stage(
     if not any(0 < np.nansum(val_y[:, j]) < (~np.isnan(val_y[:, j])).sum() for j in range(len(classes))):
         raise DataError(f"{real.source}: no class has both labels among the real val rows; model selection needs them")
     test_paths = [str(p) for p in test.image_paths()]
+    statistics = {"n_resamples": config.n_resamples, "seed": config.stats_seed, "spec_target": config.spec_target,
+                  "test_patients": test.frame["patient_id"].astype(str).to_numpy(), "val_labels": val_y,
+                  "val_patients": val.frame["patient_id"].astype(str).to_numpy()}
 
     key = sweep_key(real, synthetic, classes, config, model_name, extra_info, state.num_processes)
     real_only_key = real_key(real, classes, config, state.num_processes)
@@ -1037,7 +1399,7 @@ def run_retrained_stage(
             if unit.id not in reused:
                 resumed.append(unit.id)
             if main:
-                predictions.append(_load_unit(folder, unit, classes))
+                predictions.append(_load_unit(folder, unit, classes, pools))
             continue
         _say(f"[{number}/{len(units)}] {unit.spec.label} seed {unit.seed}: {unit.n_real} real + {unit.n_synthetic} "
              f"synthetic training images", talk)
@@ -1062,18 +1424,18 @@ def run_retrained_stage(
             base = [p for p in predictions if baseline is not None and p.setting_spec == baseline.label
                     and p.seed == unit.seed and p is not prediction]
             partial = evaluate_units([*base, prediction], test_y, classes,
-                                     baseline=baseline.label if baseline else None, n_resamples=config.n_resamples,
-                                     seed=config.stats_seed, mean_rows=False)
+                                     baseline=baseline.label if baseline else None, mean_rows=False, **statistics)
             partial = partial[(partial["setting_spec"] == unit.spec.label) & (partial["seed"] == str(unit.seed))]
-            _write_rows(partial, model_name, extra_info, run_id, real, synthetic, config, results_dir)
+            _write_rows(partial, model_name, extra_info, run_id, real, synthetic, config, results_dir,
+                        folder=folder, extra_columns=extra_columns, copy_name=f"rows_{unit.id}.csv")
         state.wait_for_everyone()
 
     if not main:
         return RetrainedOutcome(pd.DataFrame(), pd.DataFrame(), run_id, folder, trained, resumed, reused)
     table = evaluate_units(predictions, test_y, classes, baseline=baseline.label if baseline else None,
-                           n_resamples=config.n_resamples, seed=config.stats_seed)
-    table = _write_rows(table, model_name, extra_info, run_id, real, synthetic, config, results_dir)
-    table.to_csv(folder / "metrics.csv", index=False)
+                           **statistics)
+    table = _write_rows(table, model_name, extra_info, run_id, real, synthetic, config, results_dir, folder=folder,
+                        extra_columns=extra_columns)
     summary = table[table["seed"] == "mean"].reset_index(drop=True)
     atomic_write_text(folder / "summary.txt", format_retrained_table(summary) + "\n")
     plot_sweep_curves(folder, units)
@@ -1172,12 +1534,14 @@ def _save_unit(folder: Path, unit: Unit, trained: dict[str, Any], pools: Pools, 
             "model_checksums": {n: _model_checksum(m) for n, m in trained["models"].items()}}
     atomic_write_text(target / "done.json", json.dumps(done, indent=2) + "\n")
     # What was just written is what a resumed run reads back: evaluate from the files for identical results.
-    return _load_unit(folder, unit, classes)
+    return _load_unit(folder, unit, classes, pools)
 
 
 def _write_rows(table: pd.DataFrame, model_name: str, extra_info: str, run_id: str, real: SplitTable,
-                synthetic: SyntheticSet, config: RetrainedConfig, results_dir: str | Path | None) -> pd.DataFrame:
-    """Add the identifying columns and upsert into ``results/utility_retrained.csv``; returns the full rows."""
+                synthetic: SyntheticSet, config: RetrainedConfig, results_dir: str | Path | None, *, folder: Path,
+                extra_columns: dict[str, str], copy_name: str = "metrics.csv") -> pd.DataFrame:
+    """Add the identifying columns, save the run's copy (``folder/copy_name``) and upsert into
+    ``results/utility_retrained.csv``; returns the full rows."""
     table = table.copy()
     table.insert(0, "extra_info", extra_info)
     table.insert(0, "model_name", model_name)
@@ -1191,8 +1555,10 @@ def _write_rows(table: pd.DataFrame, model_name: str, extra_info: str, run_id: s
     table["n_resamples"] = config.n_resamples
     table["model_selection"] = "best mean AUROC on the real val split"
     table["run_id"] = run_id
+    for column, value in extra_columns.items():
+        table[column] = value
     record = {**asdict(config), "stage": "retrained", "model_name": model_name}
-    upsert_rows(TABLE, table, results_dir=results_dir, config=record, run_id=run_id)
+    write_run_rows(TABLE, table, folder, results_dir=results_dir, config=record, run_id=run_id, copy_name=copy_name)
     return table
 
 

@@ -96,9 +96,11 @@ def test_demo_writes_pretrained_rows_with_a_leakage_free_classifier(demo_results
 
 def test_demo_writes_retrained_rows_for_every_setting_and_seed(demo_results) -> None:
     rows = read_results("utility_retrained", demo_results.results_dir)
-    assert set(rows["model_name"]) == {"demo-faithful"}
+    assert set(rows["model_name"]) == {"demo-faithful", "demo-label-blind"}  # the negative control beside it
     assert {"real", "synthetic", "real+synthetic", "mixed"} <= set(rows["setting"])
     assert {"0", "1", "mean"} <= set(rows["seed"])
+    assert "2" in set(rows.loc[rows["model_name"] == "demo-label-blind", "seed"])
+    rows = rows[rows["model_name"] == "demo-faithful"]
     assert set(rows["class"]) == set(FINDINGS)
     real = rows[(rows["setting"] == "real") & (rows["seed"] == "mean")]
     # real:200, 6 epochs, measured over training seeds 0-5 one by one: normal 0.81-0.85, cardiomegaly 0.97-1.0, mass

@@ -87,3 +87,5 @@ def test_repeated_images_of_a_prompt_score_one_and_varied_images_less(tmp_path: 
     assert row["msssim_random_pairs"] == 20
     assert row["msssim_random_ci_low"] <= row["msssim_random"] <= row["msssim_random_ci_high"]
     assert (row["msssim_size"], row["msssim_scales"]) == (48, 3) and "resized to 48px" in row["msssim_note"]
+    assert row["msssim_method"].startswith("torchmetrics multiscale_structural_similarity_index_measure")
+    assert "below pytorch_msssim" in row["msssim_method"]

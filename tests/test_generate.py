@@ -275,3 +275,41 @@ def test_lora_weights_are_applied_and_recorded(models, split_csv, tmp_path) -> N
     assert _images(tmp_path / "plain").keys() == _images(tmp_path / "lora").keys()
     assert _images(tmp_path / "plain") != _images(tmp_path / "lora")
     assert read_synthetic_set(tmp_path / "lora").manifest["lora"] == str(tmp_path / "adapter")
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--steps", "-2", "--steps -2: must be at least 1"),
+                                                         ("--steps", "0", "--steps 0: must be at least 1"),
+                                                         ("--height", "4", "--height 4: must be at least 8"),
+                                                         ("--batch-size", "0", "--batch-size 0: must be at least 1")])
+def test_numeric_options_out_of_range_stop_before_the_model_loads(models, split_csv, tmp_path, capsys, flag, value,
+                                                                   message) -> None:
+    out = tmp_path / "set"
+    assert main(_cli("--model", str(models["t2i"]), "--prompts", str(split_csv), flag, value, out=out)) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_size_the_pipeline_refuses_is_a_clear_error_and_the_corrected_rerun_goes_ahead(models, split_csv, tmp_path,
+                                                                                          capsys) -> None:
+    out = tmp_path / "set"
+    base = ["--model", str(models["t2i"]), "--prompts", str(split_csv), "--max-prompts", "1", "--steps", "2"]
+    assert main(_cli(*base, "--height", "30", "--width", "30", out=out)) == 2
+    err = capsys.readouterr().err
+    assert "StableDiffusionPipeline refused the settings (--height 30" in err and "Traceback" not in err
+    assert main(_cli(*base, out=out)) == 0  # the failed start made no image, so it does not block this run
+    assert read_synthetic_set(out).manifest["complete"]
+
+
+def test_resume_makes_empty_or_cut_off_images_again_and_says_so(models, split_csv, tmp_path, capsys) -> None:
+    out = tmp_path / "set"
+    base = ["--model", str(models["cc"]), "--prompts", str(split_csv), "--split", "test", "--steps", "2"]
+    assert main(_cli(*base, out=out)) == 0
+    reference = _images(out)
+    names = sorted(reference)
+    (out / "images" / names[0]).write_bytes(b"")
+    (out / "images" / names[1]).write_bytes(reference[names[1]][:40])
+    write_index(out)
+    assert not read_synthetic_set(out).manifest["complete"]  # a broken file is not a finished image
+    capsys.readouterr()
+    assert main(_cli(*base, out=out)) == 0
+    assert "2 existing image(s) did not decode" in capsys.readouterr().err
+    assert _images(out) == reference and read_synthetic_set(out).manifest["complete"]

@@ -20,7 +20,7 @@ from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
 from benchmark.results import read_results
 from tests.test_features import place_random_xrv
 
-FAST = ["--image-size", "32", "--bootstrap", "20", "--kid-subsets", "10", "--kid-subset-size", "20",
+FAST = ["--image-size", "32", "--jackknife-groups", "10", "--kid-subsets", "10", "--kid-subset-size", "20",
         "--msssim-size", "48", "--diversity-pairs", "20", "--diversity-prompts", "4", "--pixel-size", "32",
         "--max-shift", "1"]
 COPIED = (0, 5, 10, 15)  # training rows of the split planted into the synthetic set
@@ -105,10 +105,14 @@ def test_a_second_run_reads_every_feature_from_the_cache(stage: dict[str, Path],
     args = ("--no-diversity", "--no-memorisation")
     assert run_stage(stage, tmp_path / "results", *args, cache=tmp_path / "cache") == 0
     first = read_results("image_quality_metrics", tmp_path / "results").iloc[0]
-    assert int(first["features_computed"]) == 24 + 44 and int(first["features_cached"]) == 0
+    assert int(first["fid_floor_n_b"]) == 44  # the floor's other real images (val, then train) are features too
+    computed = int(first["features_computed"])
+    # 24 real + 44 synthetic + 44 floor images, less floor images with the content of a planted copy (the cache
+    # key is the file's content)
+    assert 24 + 44 + 44 - len(COPIED) <= computed <= 24 + 44 + 44 and int(first["features_cached"]) == 0
     capsys.readouterr()
     assert run_stage(stage, tmp_path / "results", *args, cache=tmp_path / "cache") == 0
-    assert "features: 0 computed, 68 from cache" in capsys.readouterr().out
+    assert f"features: 0 computed, {computed} from cache" in capsys.readouterr().out
     second = read_results("image_quality_metrics", tmp_path / "results")
     assert len(second) == 1  # the same key: replaced, not appended
     assert int(second.iloc[0]["features_computed"]) == 0 and second.iloc[0]["fid"] == first["fid"]
@@ -180,7 +184,8 @@ def test_features_of_the_same_run_are_cached_per_file_not_per_set(stage: dict[st
                  "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
                  "--no-diversity", "--no-memorisation", *FAST]) == 0
     rows = read_results("image_quality_metrics", tmp_path / "results").set_index("model_name")
-    assert int(rows.loc["other", "features_computed"]) == 1
+    # extra.png, and the one more real image its floor draws (45 instead of 44; floor draws are nested)
+    assert int(rows.loc["other", "features_computed"]) == 2
 
 
 def test_a_class_with_too_few_images_gets_its_sample_sizes_and_a_note_instead_of_figures(
@@ -191,8 +196,117 @@ def test_a_class_with_too_few_images_gets_its_sample_sizes_and_a_note_instead_of
     assert run_stage(stage, tmp_path / "results", "--per-class", "--k", str(k), "--no-diversity",
                      "--no-memorisation") == 0
     table = read_results("image_quality_metrics", tmp_path / "results").set_index("class")
-    assert float(table.loc["overall", "fid"]) > 0 and table.loc["overall", "notes"] == ""
+    assert float(table.loc["overall", "fid"]) > 0 and "too few" not in table.loc["overall", "notes"]
     for name in FINDINGS:
         row = table.loc[name]
         assert (row["fid"], row["precision"]) == ("", ""), name
         assert int(row["n_real"]) == positives[name] and "too few images" in row["notes"]
+
+
+def real_image_set(stage: dict[str, Path], out: Path, *, noise: float = 0.0) -> Path:
+    """A synthetic set made of the split's *train* images (not in the test reference), optionally with Gaussian
+    noise of SD ``noise`` (in [0, 1] pixel units); synthetic.csv carries the source ``patient_id``."""
+    split = pd.read_csv(stage["split"])
+    train = split[split["split"] == "train"].reset_index(drop=True).iloc[:44]
+    rng = np.random.default_rng(9)
+    (out / "images").mkdir(parents=True)
+    rows = []
+    for i, source in train.iterrows():
+        pixels = np.asarray(Image.open(stage["split"].parent / source["image_path"]), dtype=np.float64) / 255
+        pixels = np.clip(pixels + rng.normal(0.0, noise, pixels.shape), 0, 1) if noise else pixels
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(out / "images" / f"{i:03d}.png")
+        rows.append({"prompt": source["prompt"], "img_savename": f"images/{i:03d}.png", "source_row": i, "seed": 0,
+                     "patient_id": source["patient_id"], "class_label": source["class_label"],
+                     **{c: source[c] for c in FINDINGS}})
+    pd.DataFrame(rows).to_csv(out / "synthetic.csv", index=False)
+    (out / "manifest.json").write_text(json.dumps({"model": out.name, "classes": list(FINDINGS)}))
+    return out
+
+
+def test_fid_sits_at_its_floor_for_real_images_and_above_it_for_noisy_ones(stage: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for name, noise in (("real-train", 0.0), ("noisy-train", 0.15)):
+        folder = real_image_set(stage, tmp_path / name, noise=noise)
+        assert main(["--real", str(stage["split"]), "--synthetic", str(folder), "--xrv-cache-dir", str(stage["xrv"]),
+                     "--results-dir", str(results), "--cache-dir", str(stage["cache"]), "--no-diversity",
+                     "--no-memorisation", *FAST]) == 0
+    table = read_results("image_quality_metrics", results).set_index("model_name")
+    real_row, noisy = table.loc["real-train"], table.loc["noisy-train"]
+    n_val = int((pd.read_csv(stage["split"])["split"] == "val").sum())
+    for row in (real_row, noisy):
+        assert (int(row["fid_floor_n_a"]), int(row["fid_floor_n_b"])) == (24, 44)  # the row's own sizes
+        assert f"{n_val} val + {44 - n_val} train" in row["fid_floor_source"]  # all of val first, then train
+        assert "patient-disjoint" in row["fid_floor_source"]
+        assert float(row["fid_floor_ci_low"]) <= float(row["fid_floor"]) <= float(row["fid_floor_ci_high"])
+        assert float(row["fid_minus_floor"]) == pytest.approx(float(row["fid"]) - float(row["fid_floor"]))
+        assert "real: patient, synthetic: source patient" in row["ci_method"]
+        assert "FID floor: the same jackknife (10 groups)" in row["ci_method"]
+    # measured: real train images read 0.86 x their floor (1.30e5 vs 1.51e5); noisy ones 13.7 x, with the lower end
+    # of their interval (5.1e5) 3.4 x the floor
+    assert float(real_row["fid"]) == pytest.approx(float(real_row["fid_floor"]), rel=0.4)
+    assert float(noisy["fid"]) > 5 * float(noisy["fid_floor"])
+    assert float(noisy["fid_ci_low"]) > 1.5 * float(noisy["fid_floor"])
+
+
+def test_per_class_floors_use_other_real_images_of_the_class_or_halves_of_the_reference(
+        stage: dict[str, Path], tmp_path: Path) -> None:
+    assert run_stage(stage, tmp_path / "results", "--per-class", "--k", "3", "--no-diversity",
+                     "--no-memorisation") == 0
+    table = read_results("image_quality_metrics", tmp_path / "results").set_index("class")
+    split = pd.read_csv(stage["split"])
+    others = split[split["split"] != "test"]
+    checked = 0
+    for name in FINDINGS:
+        row = table.loc[name]
+        if row["fid"] != "" and int((others[name] == 1).sum()) >= int(row["n_synthetic"]):
+            assert int(row["fid_floor_n_b"]) == int(row["n_synthetic"]), name
+            assert int(row["fid_floor_n_a"]) == int(row["n_real"]), name
+            checked += 1
+    assert checked == len(FINDINGS)
+    assert run_stage(stage, tmp_path / "all", "--real-split", "all", "--no-diversity", "--no-memorisation") == 0
+    row = read_results("image_quality_metrics", tmp_path / "all").iloc[0]
+    assert row["fid_floor_source"].startswith("two patient-disjoint halves of the reference")
+    assert int(row["fid_floor_n_a"]) + int(row["fid_floor_n_b"]) <= int(row["n_real"])
+
+
+def test_bootstrap_is_accepted_with_a_deprecation_warning_and_ignored(stage: dict[str, Path], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("--no-diversity", "--no-memorisation")
+    assert run_stage(stage, tmp_path / "a", *args) == 0
+    capsys.readouterr()
+    assert run_stage(stage, tmp_path / "b", *args, "--bootstrap", "500") == 0
+    assert "--bootstrap 500 is deprecated and ignored" in capsys.readouterr().err
+    a = read_results("image_quality_metrics", tmp_path / "a").iloc[0]
+    b = read_results("image_quality_metrics", tmp_path / "b").iloc[0]
+    assert (a["fid_ci_low"], a["fid_ci_high"], a["jackknife_groups"]) == (b["fid_ci_low"], b["fid_ci_high"], "10")
+    assert "fid_bootstrap" not in b.index and "kid_subset_p025" in b.index
+
+
+def _with_record(stage: dict[str, Path], tmp_path: Path, record) -> dict[str, Path]:
+    import shutil
+
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(stage["synthetic"], synthetic)
+    manifest = json.loads((synthetic / "manifest.json").read_text())
+    (synthetic / "manifest.json").write_text(json.dumps({**manifest, "generator_training": record}))
+    return {**stage, "synthetic": synthetic}
+
+
+def test_a_generator_that_saw_test_patients_is_refused_before_any_feature_is_computed(stage, tmp_path: Path,
+                                                                                      capsys) -> None:
+    test_patient = pd.read_csv(stage["split"]).query("split == 'test'")["patient_id"].iloc[0]
+    assert run_stage(_with_record(stage, tmp_path, {"patients": [test_patient]}), tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "generator was trained on 1 test patient(s)" in err and str(test_patient) in err
+    assert not (tmp_path / "r" / "image_quality_metrics.csv").exists()
+
+
+def test_memorisation_searches_the_generators_own_training_images_when_the_manifest_names_them(stage,
+                                                                                               tmp_path: Path) -> None:
+    record = {"split_csv": str(stage["split"]), "splits": ["train"]}
+    assert run_stage(_with_record(stage, tmp_path, record), tmp_path / "r", "--no-diversity") == 0
+    overall = read_results("image_quality_metrics", tmp_path / "r").set_index("class").loc["overall"]
+    assert overall["generator_overlap"] == "none" and overall["generator_training"].startswith("split.csv train")
+    assert "memorisation searched the generator's own" in overall["notes"]
+    assert float(overall["memorised_share"]) >= 4 / 44 - 1e-9  # the four planted copies are found

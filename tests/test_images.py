@@ -124,7 +124,7 @@ def test_real_split_built_from_shared_labels_reads_back(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(REPO_ROOT / "scripts" / "make_splits.sh"), "csv", "--csv", str(labels_csv), "--image-col", "path",
          "--patient-col", "patient_id", "--label-cols", "Effusion=pleural effusion,Cardiomegaly=cardiomegaly,Mass",
-         "--view-col", "view", "--missing-patient", "image", "--dataset", "mixed-public",
+         "--view-col", "view", "--missing-patient", "image", "--dataset", "mixed-public", "--allow-unknown-dataset",
          "--image-root", str(labels_csv.parent),
          "--out", str(tmp_path / "cxr.csv")],
         capture_output=True, text=True, timeout=120)

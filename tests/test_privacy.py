@@ -8,6 +8,7 @@ training images. The re-id model is a small ResNet variant trained for a few epo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,41 +17,46 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data import DataError
-from benchmark.fidelity import wilson_interval
+from benchmark.data import DataError, read_split_csv
 from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
 from benchmark.privacy import (
     SiameseReID,
     best_matches,
-    bootstrap_statistics,
     embed_images,
     load_reid_model,
+    mean_interval,
+    resolve_image_size,
     save_reid_model,
-    share_interval,
+    share_above,
     verification_pairs,
     verify,
 )
-from benchmark.privacy_metrics import main
+from benchmark.privacy_metrics import main, synthetic_sources
 from benchmark.results import read_results
+from benchmark.stats import wilson_interval
+from benchmark.synthetic import read_synthetic_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-COPIED = tuple(range(0, 36, 3))  # training rows of the split planted into the synthetic set
+COPIED = tuple(range(0, 36, 3))  # train rows (positions among the split's train rows) planted as copies
 TRAIN = ["--reid-train", "--reid-arch", "resnet10", "--reid-image-size", "32", "--reid-features", "32",
          "--reid-epochs", "8", "--reid-lr", "1e-3", "--cpu-threads", "1", "--bootstrap", "200", "--device", "cpu"]
 
 
-def _write_set(folder: Path, images: np.ndarray, frame: pd.DataFrame, copies: list[tuple[Path, pd.Series]]) -> Path:
+def _write_set(folder: Path, images: np.ndarray, frame: pd.DataFrame,
+               copies: list[tuple[Path, pd.Series, int]]) -> Path:
+    """New phantoms without a source row (as a registered folder has them), then ``copies``: (image file, its split
+    row, that row's number in split.csv), each recorded as made from that row."""
     (folder / "images").mkdir(parents=True)
     rows = []
     for i, (image, finding) in enumerate(zip(images, frame["finding"], strict=True)):
         Image.fromarray(image).save(folder / "images" / f"{i:03d}.png")
         rows.append({"prompt": f"PA chest x-ray showing {finding}", "img_savename": f"images/{i:03d}.png",
-                     "source_row": i, "seed": 0, "class_label": FINDINGS.index(finding),
+                     "source_row": "", "seed": 0, "class_label": FINDINGS.index(finding),
                      **{name: int(name == finding) for name in FINDINGS}})
-    for k, (path, source) in enumerate(copies):
+    for k, (path, source, split_row) in enumerate(copies):
         name = f"images/copy{k}.png"
         (folder / name).write_bytes(path.read_bytes())
-        rows.append({"prompt": source["prompt"], "img_savename": name, "source_row": 100 + k, "seed": 0,
+        rows.append({"prompt": source["prompt"], "img_savename": name, "source_row": split_row, "seed": 0,
                      "class_label": source["class_label"], **{c: source[c] for c in FINDINGS}})
     pd.DataFrame(rows).to_csv(folder / "synthetic.csv", index=False)
     (folder / "manifest.json").write_text(json.dumps({"model": "phantom-copier", "classes": list(FINDINGS)}))
@@ -61,9 +67,10 @@ def _write_set(folder: Path, images: np.ndarray, frame: pd.DataFrame, copies: li
 def stage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("privacy")
     split = write_demo_dataset(root / "demo", n_patients=80, images_per_patient=3, size=32, seed=0)
-    train = split[split["split"] == "train"].reset_index(drop=True)
+    train_rows = np.flatnonzero(split["split"].to_numpy() == "train")
     images, frame = make_phantom_images(30, 1, 32, seed=5, patient_offset=500)
-    copies = [(root / "demo" / train.loc[r, "image_path"], train.loc[r]) for r in COPIED]
+    copies = [(root / "demo" / split.loc[train_rows[r], "image_path"], split.loc[train_rows[r]], int(train_rows[r]))
+              for r in COPIED]
     synthetic = _write_set(root / "synthetic", images, frame, copies)
     return {"root": root, "split": root / "demo" / "split.csv", "synthetic": synthetic}
 
@@ -106,7 +113,7 @@ def test_a_checkpoint_without_a_sidecar_is_fed_as_chexgenbench_fed_it_unit_range
     with torch.no_grad():  # CheXGenBench: ToTensor() of the RGB image, i.e. pixels / 255 in 3 equal channels
         expected = torch.sigmoid(reference((pixels / 255.0).repeat(1, 3, 1, 1))).numpy()
     loaded = load_reid_model(path)
-    assert loaded.input_scaling == "unit"
+    assert (loaded.input_scaling, loaded.image_size) == ("unit", 224)  # their transforms.Resize((224, 224))
     np.testing.assert_allclose(embed_images(loaded, xrv_range, device="cpu"), expected, rtol=1e-4, atol=1e-5)
     imagenet = load_reid_model(path, input_scaling="imagenet")
     assert np.abs(embed_images(imagenet, xrv_range, device="cpu") - expected).max() > 1e-3
@@ -122,6 +129,34 @@ def test_a_saved_model_keeps_its_backbone_and_input_scaling_in_a_sidecar_config(
     x = torch.rand(3, 1, 32, 32) * 2048 - 1024
     np.testing.assert_allclose(embed_images(loaded, x, device="cpu"), embed_images(model, x, device="cpu"),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_the_image_size_comes_from_the_sidecar_and_only_a_checkpoint_without_one_takes_another_freely(
+        tmp_path: Path) -> None:
+    model = SiameseReID("resnet10", 8, "imagenet", image_size=32)
+    model.image_size_source = "trained here"
+    path = save_reid_model(model, tmp_path / "reid_model.pt")
+    loaded = load_reid_model(path)
+    assert resolve_image_size(loaded, None, checkpoint=path)[:2] == (32, f"sidecar {tmp_path / 'reid_model.json'}")
+    assert resolve_image_size(loaded, 32, checkpoint=path)[2] is None
+    with pytest.raises(DataError, match=r"reid_model\.pt: trained at 32 px .* --reid-image-size 224 was given"):
+        resolve_image_size(loaded, 224, checkpoint=path)
+    size, _, warning = resolve_image_size(loaded, 224, allow_mismatch=True, checkpoint=path)
+    assert size == 224 and warning.startswith("WARNING")
+    # CheXGenBench's checkpoint (no sidecar): 224 unless told otherwise, which the row notes
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    bare = load_reid_model(plain, arch="resnet10")
+    assert resolve_image_size(bare, None, checkpoint=plain)[:2] == (224, "no sidecar: CheXGenBench's "
+                                                                          "Resize((224, 224))")
+    size, _, note = resolve_image_size(bare, 64, checkpoint=plain)
+    assert size == 64 and "no sidecar config records its image size" in note
+    # a sidecar of the first format, which did not record the size: the default, with a warning
+    (tmp_path / "plain.json").write_text(json.dumps({"format": "synthcxr-reid/1", "arch": "resnet10",
+                                                     "n_features": 8, "input_scaling": "imagenet"}))
+    old = load_reid_model(plain)
+    size, source, note = resolve_image_size(old, None, checkpoint=plain)
+    assert (old.image_size, size) == (None, 224) and "not recorded" in source and "not recorded" in note
 
 
 def test_a_checkpoint_with_other_keys_stops_with_its_name_and_the_expected_keys(tmp_path: Path) -> None:
@@ -185,7 +220,7 @@ def test_the_trained_model_reports_its_held_out_verification_auroc_well_above_ch
 def test_copied_training_images_are_re_identified_far_above_the_held_out_chance_level(trained) -> None:
     rows = trained["rows"].set_index("class")
     overall = rows.loc["overall"]
-    for column in ("reid_mean", "reid_max", "reid_share_above", "real_reid_share_above"):
+    for column in ("reid_mean", "reid_share_above", "real_reid_share_above"):
         assert float(overall[f"{column}_ci_low"]) <= float(overall[column]) <= float(overall[f"{column}_ci_high"])
     # copies get the model's highest probability (monotone fc_end), so they lift the max and the share above the
     # threshold above the held-out real images' (chance) share: seeds 0-2 gave 0.38 / 0.45 / 0.50 against
@@ -206,18 +241,86 @@ def test_copied_training_images_are_re_identified_far_above_the_held_out_chance_
     assert int(overall["reid_n_synthetic"]) == 42 and int(overall["reid_n_real"]) > 0
 
 
-def test_the_saved_trained_model_loads_back_as_reid_model_and_gives_the_same_scores(stage, trained,
-                                                                                    tmp_path: Path) -> None:
+def test_copies_made_from_train_rows_are_re_identified_against_their_source_far_above_the_within_set_null(
+        trained) -> None:
+    # CheXGenBench's prompt-matched design: the 12 copies name their source row, the 30 new phantoms none
+    overall = trained["rows"].set_index("class").loc["overall"]
+    assert overall["reid_design"] == "screen+matched"
+    assert "30 of 42 synthetic images have no source among the train rows" in overall["notes"]
+    assert (overall["matched_n_synthetic"], overall["matched_n_source_patients"]) == ("12", "12")
+    assert overall["matched_reference"] == "source image"
+    assert (overall["matched_reid_count_above"], float(overall["matched_reid_share_above"])) == ("12", 1.0)
+    assert float(overall["matched_reid_max"]) == pytest.approx(float(overall["matched_reid_mean"]))  # all copies
+    # the same 12 images against another train patient with the same labels: 0 of 12 above the threshold here
+    assert float(overall["matched_null_reid_share_above"]) < 0.3
+    assert float(overall["matched_share_difference_ci_low"]) > 0.5
+    # 12 source patients, each copy above and its null below: the exact sign-flip p-value is 2**-12 = 0.00024
+    assert float(overall["matched_p_value"]) < 0.001 and "sign-flip" in overall["matched_test"]
+    scores = pd.read_csv(Path(overall["report_dir"]) / "matched_scores.csv")
+    assert len(scores) == 12 and scores["matched_above"].all()
+    assert (scores["matched_paths"].map(lambda p: Path(p).read_bytes()).tolist()
+            == scores["synthetic_path"].map(lambda p: Path(p).read_bytes()).tolist())  # the source image itself
+    assert (scores["null_patient"] != scores["source_patient"]).all() and (scores["null_match"] == "same labels").all()
+    assert all(Path(p).stem.split("_")[0] == q for p, q in zip(scores["null_paths"], scores["null_patient"],
+                                                                strict=True))
+
+
+def test_a_source_row_whose_patient_differs_from_the_one_synthetic_csv_names_stops_naming_the_row(
+        stage, tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    shutil.copytree(stage["synthetic"], folder)
+    rows = pd.read_csv(folder / "synthetic.csv", dtype=str, keep_default_na=False)
+    split = read_split_csv(stage["split"])
+    sourced = rows["source_row"] != ""
+    rows["patient_id"] = ""
+    rows.loc[sourced, "patient_id"] = [split.frame["patient_id"].iat[int(r)] for r in rows.loc[sourced, "source_row"]]
+    rows.to_csv(folder / "synthetic.csv", index=False)
+    sources = synthetic_sources(split, read_synthetic_set(folder))
+    assert sources.n_train_sourced == 12 and (sources.train_position >= 0).sum() == 12
+    last = int(np.flatnonzero(sourced)[-1])
+    rows.loc[last, "patient_id"] = "someone-else"
+    rows.to_csv(folder / "synthetic.csv", index=False)
+    with pytest.raises(DataError, match=rf"synthetic\.csv: row {last + 1}: patient_id 'someone-else', but its "
+                                        r"source_row \d+ is patient_id 'demo-p\d+'"):
+        synthetic_sources(split, read_synthetic_set(folder))
+
+
+def test_the_saved_trained_model_reloads_at_the_size_it_was_trained_at_and_gives_the_same_scores(
+        stage, trained, tmp_path: Path) -> None:
+    # issue 24: a model trained at 32 px was reloaded at 224 px (the sidecar did not record the size)
     overall = trained["rows"][trained["rows"]["class"] == "overall"].iloc[0]
     checkpoint = overall["reid_checkpoint"]
+    side = json.loads(Path(checkpoint).with_suffix(".json").read_text())
+    assert side["preprocessing"]["image_size"] == 32 and side["preprocessing"]["channels"] == 3
+    assert side["preprocessing"]["input_scaling"] == "imagenet" and "load_tensors" in side["preprocessing"]["loader"]
     rc = main(["--real", str(stage["split"]), "--synthetic", str(stage["synthetic"]), "--results-dir",
-               str(tmp_path), "--reid-model", checkpoint, "--reid-image-size", "32",  # backbone: from the sidecar
-               "--bootstrap", "200", "--device", "cpu"])
+               str(tmp_path), "--reid-model", checkpoint, "--bootstrap", "200", "--device", "cpu"])  # no size given
     assert rc == 0
     again = read_results("privacy_metrics", tmp_path).set_index("class").loc["overall"]
-    assert (again["reid_arch"], again["reid_input_scaling"]) == ("resnet10", "imagenet")
-    for column in ("reid_mean", "reid_max", "reid_share_above", "reid_threshold", "reid_val_auroc"):
-        assert float(again[column]) == pytest.approx(float(overall[column]), abs=1e-6)
+    assert (again["reid_arch"], again["reid_input_scaling"], again["reid_image_size"]) == ("resnet10", "imagenet", "32")
+    assert again["reid_image_size_source"].startswith("sidecar") and again["reid_model"] == str(Path(checkpoint))
+    for column in ("reid_mean", "reid_max", "reid_share_above", "reid_threshold", "reid_val_auroc",
+                   "matched_reid_mean", "matched_reid_threshold", "matched_null_reid_mean", "matched_p_value"):
+        assert float(again[column]) == pytest.approx(float(overall[column]), abs=1e-6), column
+    before = pd.read_csv(Path(overall["report_dir"]) / "reid_scores.csv")
+    after = pd.read_csv(Path(again["report_dir"]) / "reid_scores.csv")
+    np.testing.assert_allclose(after["reid_score"], before["reid_score"], rtol=0, atol=1e-6)
+
+
+def test_a_checkpoint_fed_another_size_than_it_was_trained_at_is_refused_unless_allowed_then_flagged(
+        stage, trained, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = trained["rows"]["reid_checkpoint"].iloc[0]
+    common = ["--real", str(stage["split"]), "--synthetic", str(stage["synthetic"]), "--reid-model", checkpoint,
+              "--reid-image-size", "48", "--bootstrap", "200", "--device", "cpu", "--no-per-class"]
+    rc = main([*common, "--results-dir", str(tmp_path / "refused")])
+    assert rc == 2 and not (tmp_path / "refused" / "privacy_metrics.csv").exists()
+    assert f"{checkpoint}: trained at 32 px" in capsys.readouterr().err  # names the checkpoint and both sizes
+    rc = main([*common, "--results-dir", str(tmp_path / "allowed"), "--reid-allow-size-mismatch"])
+    assert rc == 0
+    row = read_results("privacy_metrics", tmp_path / "allowed").iloc[0]
+    assert (row["reid_image_size"], row["reid_trained_image_size"]) == ("48", "32")
+    assert row["reid_model"].endswith("@48px")  # its own key: it never replaces the row of a run at 32 px
+    assert "WARNING" in row["notes"] and "trained at 32 px" in row["notes"]
 
 
 def test_a_split_without_a_patient_with_two_images_stops_naming_the_file_and_keeps_results(
@@ -261,48 +364,60 @@ def test_a_synthetic_set_without_label_columns_gets_its_overall_row_only(stage, 
     assert rc == 0
     written = read_results("privacy_metrics", tmp_path / "r")
     assert written["class"].tolist() == ["overall"] and written["reid_n_synthetic"].tolist() == ["6"]
+    # no source rows: the screen only, and the row says why
+    assert written["reid_design"].tolist() == ["screen"] and "screen only" in written["notes"].iat[0]
+    assert "matched_reid_mean" not in written.columns
+    rc = main(["--real", str(stage["split"]), "--synthetic", str(folder), "--results-dir", str(tmp_path / "m"),
+               "--reid-model", checkpoint, "--design", "matched", "--device", "cpu"])
+    assert rc == 2 and not (tmp_path / "m" / "privacy_metrics.csv").exists()
 
 
 def test_the_chance_level_ci_resamples_patients_not_their_correlated_images() -> None:
     per_patient = np.linspace(0.1, 0.9, 10)
     values = np.repeat(per_patient, 3)  # three identical images per patient: one observation each, not three
     patients = np.repeat([f"p{i}" for i in range(10)], 3)
-    grouped = bootstrap_statistics(values, n_resamples=500, seed=3, groups=patients)
-    assert grouped == pytest.approx(bootstrap_statistics(per_patient, n_resamples=500, seed=3), abs=1e-12)
-    by_image = bootstrap_statistics(values, n_resamples=500, seed=3)
-    assert grouped["mean"] == pytest.approx(by_image["mean"])
-    width = {name: r["mean_ci_high"] - r["mean_ci_low"] for name, r in (("grouped", grouped), ("image", by_image))}
-    assert width["grouped"] > 1.3 * width["image"]  # about sqrt(3) wider
+    grouped = mean_interval(values, patients, n_resamples=500, seed=3)
+    assert grouped == pytest.approx(mean_interval(per_patient, n_resamples=500, seed=3), abs=1e-12)
+    by_image = mean_interval(values, n_resamples=500, seed=3)
+    assert grouped[0] == pytest.approx(by_image[0])
+    assert grouped[2] - grouped[1] > 1.3 * (by_image[2] - by_image[1])  # about sqrt(3) wider
 
 
 def test_a_share_of_zero_gets_an_interval_not_a_point() -> None:
-    # 0 of 120 synthetic images above the threshold: Wilson over images, upper bound about 3 / 120
-    none_above = share_interval(np.zeros(120, bool), prefix="s")
-    assert (none_above["s"], none_above["s_ci_low"]) == (0.0, 0.0)
-    assert 0.02 < none_above["s_ci_high"] < 0.04 and none_above["s_ci_method"] == "wilson over images"
-    # the same 120 images as 40 patients of 3: no patient resample can differ, so Wilson over the 40 patients
+    # 0 of 120 synthetic images above a threshold every calibration resample agrees on: the bootstrap alone is the
+    # point [0, 0]; the Wilson part gives an upper bound of about 3 / 120 over independent images
+    scores, thresholds = np.full(120, 0.2), np.full(300, 0.9)
+    none_above = share_above(scores, 0.9, thresholds)
+    assert (none_above["share"], none_above["count"], none_above["ci_low"]) == (0.0, 0, 0.0)
+    assert 0.02 < none_above["ci_high"] < 0.04 and "clustered Wilson over images" in none_above["ci_method"]
+    # the same 120 images as 40 patients of 3: the interval is that of 40 independent units
     patients = np.repeat([f"p{i}" for i in range(40)], 3)
-    grouped = share_interval(np.zeros(120, bool), patients, prefix="s")
-    assert grouped["s_ci_method"] == "wilson over patients"
-    assert grouped["s_ci_high"] == pytest.approx(wilson_interval(0, 40)[1]) and grouped["s_ci_high"] > 0.08
-    # a share between 0 and 1 over patients is the patient bootstrap
-    some = np.repeat(np.arange(40) < 8, 3)
-    mixed = share_interval(some, patients, prefix="s", n_resamples=500, seed=1)
-    assert mixed["s_ci_method"] == "bootstrap over patients" and mixed["s"] == pytest.approx(0.2)
-    assert mixed["s_ci_low"] < 0.2 < mixed["s_ci_high"]
+    grouped = share_above(scores, 0.9, thresholds, patients, units="patients")
+    assert grouped["ci_high"] == pytest.approx(wilson_interval(0, 40)[1]) and grouped["ci_high"] > 0.08
+
+
+def test_a_share_interval_widens_with_the_uncertainty_of_the_threshold() -> None:
+    # 20 of 100 images sit just above the calibrated threshold; resampled calibrations put it on both sides of them
+    scores = np.r_[np.full(20, 0.51), np.full(80, 0.1)]
+    fixed = share_above(scores, 0.5, np.full(1000, 0.5), seed=1)
+    moving = share_above(scores, 0.5, np.r_[np.full(500, 0.45), np.full(500, 0.55)], seed=1)
+    assert fixed["share"] == moving["share"] == pytest.approx(0.2)
+    assert moving["ci_low"] == 0.0 < fixed["ci_low"] and moving["ci_high"] == pytest.approx(fixed["ci_high"], abs=0.02)
 
 
 def test_every_figure_of_a_row_has_its_ci_and_the_row_its_provenance(trained) -> None:
     overall = trained["rows"][trained["rows"]["class"] == "overall"].iloc[0]
-    for column in ("reid_mean", "reid_max", "reid_share_above", "real_reid_mean", "real_reid_max",
-                   "real_reid_share_above", "reid_val_auroc", "reid_val_tmr_at_fmr"):
+    for column in ("reid_mean", "reid_share_above", "real_reid_mean", "real_reid_share_above", "reid_threshold",
+                   "reid_val_auroc", "reid_val_tmr_at_fmr", "matched_reid_share_above", "matched_null_reid_share_above",
+                   "matched_share_difference", "matched_reid_threshold", "matched_null_reid_mean"):
         low, value, high = (float(overall[c]) for c in (f"{column}_ci_low", column, f"{column}_ci_high"))
         assert low <= value <= high, column
-        # a maximum's bootstrap interval ends at the maximum, and is that point when several images share it
-        # (here the exact copies, which all get the same same-patient probability)
-        assert low < high or column == "reid_max", column
-    assert overall["reid_share_above_ci_method"] == "wilson over images"
-    assert overall["real_reid_share_above_ci_method"] in ("bootstrap over patients", "wilson over patients")
+        assert low < high, column
+    # no interval for a maximum: the bootstrap of an extreme value is inconsistent (it ends at the maximum)
+    for column in ("reid_max", "real_reid_max", "matched_reid_max"):
+        assert float(overall[column]) > 0 and f"{column}_ci_low" not in overall.index
+    for prefix in ("reid", "real_reid", "matched_reid", "matched_null_reid"):
+        assert "calibration patients (threshold re-derived" in overall[f"{prefix}_share_above_ci_method"]
     assert (overall["seed"], overall["n_resamples"], overall["reid_arch"], overall["reid_image_size"]) == \
         ("0", "200", "resnet10", "32")
     assert len(overall["git_commit"].split("+")[0]) == 40 and overall["config_hash"] and overall["run_id"]
@@ -314,3 +429,16 @@ def test_a_calibration_set_too_small_for_the_false_match_rate_is_said_in_the_row
     assert n * float(overall["reid_fmr"]) < 1  # 24 val images at 0.01
     assert f"only {n} calibration images for a false-match rate of 0.01" in overall["notes"]
     assert int(overall["reid_n_calibration_patients"]) == 8
+
+
+def test_a_generator_that_saw_test_patients_is_refused_before_any_training(stage, tmp_path: Path, capsys) -> None:
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(stage["synthetic"], synthetic)
+    test_patient = str(pd.read_csv(stage["split"]).query("split == 'test'")["patient_id"].iloc[0])
+    manifest = json.loads((synthetic / "manifest.json").read_text())
+    (synthetic / "manifest.json").write_text(json.dumps({**manifest, "generator_training": {"patients":
+                                                                                             [test_patient]}}))
+    rc = main(["--real", str(stage["split"]), "--synthetic", str(synthetic), "--results-dir", str(tmp_path / "r"),
+               *TRAIN])
+    assert rc == 2 and test_patient in capsys.readouterr().err
+    assert not (tmp_path / "r" / "privacy_metrics.csv").exists()

@@ -114,7 +114,7 @@ def test_folder_with_one_subfolder_per_class(tmp_path: Path) -> None:
         for i in range(n):
             write_png(tmp_path / "imgs" / cls / f"pt{i}_{cls}.png", np.zeros((8, 8), np.uint8))
     assert make_splits_main(["folder", "--images", str(tmp_path / "imgs"), "--patient-regex", r"^(pt\d+)_",
-                             "--dataset", "local", "--out", str(tmp_path / "f.csv")]) == 0
+                             "--dataset", "local", "--allow-unknown-dataset", "--out", str(tmp_path / "f.csv")]) == 0
     table = read_split_csv(tmp_path / "f.csv")
     assert table.classes == ["cardiomegaly", "normal"]
     assert table.labels().sum(axis=0).tolist() == [4, 5]

@@ -120,3 +120,12 @@ def test_make_splits_script_writes_a_readable_split(tmp_path: Path) -> None:
     assert "soft tissue mass" in result.stdout and "test" in result.stdout
     table = read_split_csv(out)
     assert table.dataset == "padchest" and table.classes == CLASSES
+    assert "label_source" in table.frame.columns and "label_source" not in table.classes
+    assert table.meta["case_mix"].startswith("enriched")  # built without --keep-other
+
+
+def test_each_row_says_who_read_its_labels(all_views_split: pd.DataFrame) -> None:
+    # PadChest's MethodLabel: 35 of the 141 soft tissue mass images were labelled by a physician
+    mass = all_views_split[all_views_split["soft tissue mass"].astype(float) == 1]
+    assert mass["label_source"].value_counts().to_dict() == {"labeller": 106, "physician": 35}
+    assert set(all_views_split["label_source"]) == {"physician", "labeller"}

@@ -13,18 +13,26 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from benchmark.stats import (
     METRICS,
     SIGNAL_ALPHA,
+    at_prevalence,
     auroc_above_chance_p,
+    auroc_ci,
     binary_metrics,
     bootstrap_indices,
     bootstrap_metrics,
+    cluster_bootstrap_weights,
     delong_auc_variance,
     delong_ci,
     delong_roc_test,
+    detectable_difference,
     holm_adjust,
     mean_ci_over_seeds,
+    metrics_at_thresholds,
     metrics_on_resamples,
+    metrics_on_weights,
     paired_bootstrap_difference,
+    sensitivity_at_specificity,
     unpaired_difference,
+    youden_threshold,
 )
 
 # Fixed arrays with tied scores and both kinds of errors.
@@ -364,16 +372,21 @@ def test_unknown_metric_name_is_an_error():
 # ------------------------------------------------------------------------------------------ label signal (AUROC > 0.5)
 
 
-def test_auroc_above_chance_p_is_the_one_sided_mann_whitney_test_of_the_auroc():
+def test_auroc_above_chance_p_is_the_one_sided_brunner_munzel_test_of_the_auroc():
     rng = np.random.default_rng(3)
     y = (rng.random(90) < 0.3).astype(int)
     informative = rng.normal(size=90) + 0.8 * y
     p = auroc_above_chance_p(y, informative)
-    u = roc_auc_score(y, informative) * y.sum() * (len(y) - y.sum())  # AUROC = U / (n_pos n_neg)
-    expected = sps.mannwhitneyu(informative[y == 1], informative[y == 0], alternative="greater")
-    assert expected.statistic == pytest.approx(u) and p == pytest.approx(expected.pvalue) and p < 1e-3
+    expected = sps.brunnermunzel(informative[y == 1], informative[y == 0], alternative="greater")
+    assert p == pytest.approx(expected.pvalue) and p < 1e-3
     assert auroc_above_chance_p(y, -informative) > 0.999  # a reversed classifier is not "above chance"
     assert np.isnan(auroc_above_chance_p(np.zeros(5), np.arange(5.0)))  # AUROC undefined without positives
+
+
+def test_complete_separation_falls_back_to_the_exact_mann_whitney_p_value():
+    y = np.r_[np.ones(4, dtype=int), np.zeros(6, dtype=int)]
+    s = np.r_[np.full(4, 0.9), np.full(6, 0.1)]  # Brunner-Munzel's variance is 0 here
+    assert auroc_above_chance_p(y, s) == pytest.approx(sps.mannwhitneyu(s[:4], s[4:], alternative="greater").pvalue)
 
 
 def test_holm_rule_keeps_false_label_signal_at_alpha_where_any_ci_above_half_does_not():
@@ -389,3 +402,86 @@ def test_holm_rule_keeps_false_label_signal_at_alpha_where_any_ci_above_half_doe
         holm += bool((holm_adjust(p) < SIGNAL_ALPHA).any())
     assert 0.075 < uncorrected / 2000 < 0.12
     assert holm / 2000 < 0.06
+
+
+# ------------------------------------------------------------------------------------------ patients (clusters)
+
+
+def test_weighted_resample_metrics_equal_sklearn_on_the_rows_repeated_by_their_weights():
+    rng = np.random.default_rng(21)
+    weights = rng.integers(0, 3, size=(5, Y_FIXED.size)).astype(float)
+    weights[:, :2] = 1  # keep both classes in every resample
+    got = metrics_on_weights(Y_FIXED, S_FIXED, 0.5, weights)
+    for b, w in enumerate(weights.astype(int)):
+        repeated = np.repeat(np.arange(Y_FIXED.size), w)
+        want = _sklearn_metrics(Y_FIXED[repeated], S_FIXED[repeated], 0.5)
+        for metric in METRICS:
+            assert got[metric][b] == pytest.approx(want[metric], abs=1e-12, nan_ok=True), metric
+
+
+def test_the_patient_bootstrap_draws_whole_patients_and_keeps_patients_with_positives_apart():
+    y = np.array([1, 0, 0, 0, 0, 1, 0, 0])
+    patients = np.array(["a", "a", "b", "b", "c", "d", "d", "e"])
+    weights = np.concatenate(list(cluster_bootstrap_weights(y, patients, 300, seed=2)))
+    assert weights.shape == (300, 8)
+    for row in weights:  # a patient's images share one count
+        assert row[0] == row[1] and row[2] == row[3] and row[5] == row[6]
+        assert row[0] + row[5] == 2  # two patients hold a positive (a, d): two draws among them
+        assert row[2] + row[4] + row[7] == 3  # three hold none: three draws among them
+
+
+def test_with_one_image_per_patient_the_clustered_auroc_variance_is_delong_up_to_the_small_sample_factor():
+    y, s = _sample(40, 60, 1.0, seed=22)
+    plain = delong_auc_variance(y, s)
+    clustered = delong_auc_variance(y, s, clusters=np.arange(y.size))
+    # Obuchowski's K/(K-1) sum / m^2 against DeLong's sum / ((m-1) m): equal to within 1/m
+    assert clustered == pytest.approx(plain, rel=0.03)
+
+
+def test_sensitivity_at_specificity_is_the_roc_curve_step_at_that_false_positive_rate():
+    from sklearn.metrics import roc_curve
+
+    y, s = _sample(30, 70, 1.0, seed=23, decimals=1)
+    fpr, tpr, _ = roc_curve(y, s)
+    for target in (0.8, 0.9, 0.95, 1.0):
+        assert sensitivity_at_specificity(y, s, target) == pytest.approx(tpr[fpr <= 1 - target + 1e-12].max())
+
+
+def test_precision_and_accuracy_at_another_prevalence_follow_from_sensitivity_and_specificity():
+    got = at_prevalence((0.8, 0.7, 0.9), (0.9, 0.85, 0.95), 0.002)
+    assert got["precision"][0] == pytest.approx(0.8 * 0.002 / (0.8 * 0.002 + 0.1 * 0.998))
+    assert got["precision"][1] < got["precision"][0] < got["precision"][2]
+    assert got["accuracy"] == pytest.approx((0.8 * 0.002 + 0.9 * 0.998, 0.7 * 0.002 + 0.85 * 0.998,
+                                             0.9 * 0.002 + 0.95 * 0.998))
+
+
+def test_an_auroc_of_exactly_one_gets_an_interval_below_one_that_narrows_with_more_positives():
+    y = np.r_[np.ones(15), np.zeros(100)]
+    s = np.r_[np.linspace(2, 3, 15), np.linspace(0, 1, 100)]
+    auc, low, high = auroc_ci(y, s)
+    assert (auc, high) == (1.0, 1.0) and 0.8 < low < 0.97
+    y2 = np.r_[np.ones(60), np.zeros(100)]
+    s2 = np.r_[np.linspace(2, 3, 60), np.linspace(0, 1, 100)]
+    assert auroc_ci(y2, s2)[1] > low
+
+
+def test_detectable_difference_is_two_point_eight_standard_errors_at_the_defaults():
+    assert detectable_difference(0.05) == pytest.approx(0.05 * (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)))
+    assert math.isnan(detectable_difference(float("nan")))
+
+
+def test_youden_threshold_is_sklearns_best_roc_point_and_is_re_chosen_on_each_resample():
+    from sklearn.metrics import roc_curve
+
+    y, s = _sample(30, 70, 1.0, seed=24, decimals=2)
+    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
+    best = thresholds[np.flatnonzero((tpr - fpr) == (tpr - fpr).max())].max()
+    assert youden_threshold(y, s) == pytest.approx(best)
+    weights = np.concatenate(list(cluster_bootstrap_weights(y, np.arange(y.size), 50, seed=1)))
+    chosen = youden_threshold(y, s, weights)
+    for b in (0, 7, 31):
+        rows = np.repeat(np.arange(y.size), weights[b].astype(int))
+        assert chosen[b] == pytest.approx(youden_threshold(y[rows], s[rows]))
+    at = metrics_at_thresholds(y, s, chosen, weights, ("recall", "specificity"))
+    rows = np.repeat(np.arange(y.size), weights[7].astype(int))
+    assert at["recall"][7] == pytest.approx(binary_metrics(y[rows], s[rows], chosen[7])["recall"])

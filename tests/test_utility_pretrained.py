@@ -21,7 +21,7 @@ from benchmark.results import read_results
 from benchmark.stats import holm_adjust
 from benchmark.synthetic import write_synthetic_set
 from benchmark.utility_metrics import main as utility_main
-from benchmark.utility_pretrained import SANITY_FLAG, evaluate
+from benchmark.utility_pretrained import SANITY_FLAG, evaluate, format_table
 from tests.conftest import shared_data, write_png
 
 
@@ -81,11 +81,43 @@ def test_default_label_mapping_and_not_evaluable_classes() -> None:
     mappings = {m.name: m for m in map_classes(["soft tissue mass", "cardiomegaly", "pleural effusion", "normal",
                                                 "Lung Lesion"], outputs)}
     assert not mappings["soft tissue mass"].evaluable
-    assert "no output 'Mass'" in mappings["soft tissue mass"].reason
+    assert "nor 'Mass'" in mappings["soft tissue mass"].reason
     assert mappings["cardiomegaly"].output == "Cardiomegaly" and mappings["pleural effusion"].output == "Effusion"
     assert mappings["normal"].normal_rule and mappings["Lung Lesion"].output == "Lung Lesion"
+    assert not any(m.proxy for m in mappings.values())
     overridden = map_classes(["soft tissue mass"], outputs, parse_label_map("soft tissue mass=Lung Lesion"))
-    assert overridden[0].output == "Lung Lesion" and overridden[0].evaluable
+    assert overridden[0].output == "Lung Lesion" and overridden[0].evaluable and "user mapping" in overridden[0].proxy
+
+
+def test_soft_tissue_mass_is_not_scored_by_nih_pulmonary_mass_unless_the_user_opts_in_and_then_rows_say_proxy() -> None:
+    outputs = xrv.models.model_urls["densenet121-res224-nih"]["labels"]
+    default = map_classes(["soft tissue mass", "pulmonary mass"], outputs)
+    assert not default[0].evaluable and '--label-map "soft tissue mass=Mass"' in default[0].reason
+    assert default[1].output == "Mass" and not default[1].proxy  # pulmonary mass is NIH's own finding
+    opted = map_classes(["soft tissue mass"], outputs, parse_label_map("soft tissue mass=Mass"))[0]
+    assert opted.evaluable and opted.output == "Mass" and "extrapulmonary" in opted.proxy
+    y = np.r_[np.ones(20), np.zeros(60)]
+    scores = np.stack([y + np.random.default_rng(0).normal(0, 1, 80)] * len(outputs), axis=1)
+    table = evaluate({"real": y[:, None]}, {"real": class_scores(scores, opted, outputs)[:, None]}, [opted],
+                     {"soft tissue mass": 0.5}, n_resamples=1000)
+    assert bool(table.iloc[0]["proxy"]) and "extrapulmonary" in table.iloc[0]["proxy_note"]
+
+
+def test_the_synthetic_comparison_needs_a_classifier_that_recognises_the_class_in_real_images() -> None:
+    rng = np.random.default_rng(6)
+    y = np.r_[np.ones(30), np.zeros(120)]
+    weak, strong = 0.3 * y + rng.normal(0, 1, 150), 2.5 * y + rng.normal(0, 1, 150)
+    mappings = map_classes(["cardiomegaly"], ["Cardiomegaly"])
+    for real_scores, recognised in ((weak, False), (strong, True)):
+        table = evaluate({"real": y[:, None], "synthetic": y[:, None]},
+                         {"real": real_scores[:, None], "synthetic": strong[:, None]}, mappings,
+                         {"cardiomegaly": 0.5}, n_resamples=1000).set_index("image_source")
+        synthetic = table.loc["synthetic"]
+        assert bool(synthetic["recognised_in_real"]) is recognised
+        assert np.isnan(synthetic.get("auroc_diff_real_minus_synthetic", np.nan)) is not recognised
+        if not recognised:
+            assert "not evaluable for this class" in synthetic["comparison_note"] and "retrained" in \
+                synthetic["comparison_note"]
 
 
 def test_normal_rule_scores_one_minus_the_largest_output() -> None:
@@ -192,7 +224,7 @@ def test_real_images_run_through_and_rows_are_written(xrv_cache: Path, tmp_path:
     results = tmp_path / "results"
     status = utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
                            "--xrv-cache-dir", str(xrv_cache), "--results-dir", str(results), "--n-resamples", "1000",
-                           "--batch-size", "8", "--num-workers", "0"])
+                           "--batch-size", "8", "--num-workers", "0", "--label-map", "soft tissue mass=Mass"])
     assert status == 0
     rows = read_results("utility_pretrained", results)
     assert len(rows) == 4
@@ -200,6 +232,9 @@ def test_real_images_run_through_and_rows_are_written(xrv_cache: Path, tmp_path:
                                                                                          "soft tissue mass"}
     assert (rows["classifier"] == "densenet121-res224-nih").all() and (rows["model_name"] == "crops").all()
     assert (rows["leakage"] == "none").all() and rows["auroc_ci_low"].str.len().gt(0).all()
+    assert set(rows.loc[rows["proxy"] == "True", "class"]) == {"soft tissue mass"}  # NIH's pulmonary Mass, opted in
+    assert (rows["generator_training"] == "unknown").all()
+    assert rows["generator_overlap"].str.startswith("not checked").all()
     assert (rows["bootstrap_seed"] == "0").all() and rows["git_commit"].str.len().gt(0).all()
     run = results / "runs" / rows["run_id"].iloc[0]
     assert (run / "roc_pleural_effusion.png").is_file() and (run / "predictions_real.csv").is_file()
@@ -219,3 +254,117 @@ def test_leaky_combination_stops_the_run_unless_allowed(xrv_cache: Path, tmp_pat
     assert rows["leakage"].str.startswith("allowed: densenet121-res224-pc was trained on padchest").all()
     assert (rows["allow_leakage"] == "True").all()
     assert json.loads((synthetic / "manifest.json").read_text())["model"] == "crops"
+
+
+def _one_class_table(y_real, s_real, y_syn, s_syn, threshold=0.5, **kwargs) -> pd.DataFrame:
+    mappings = map_classes(["pulmonary mass"], ["Mass"])
+    return evaluate({"real": np.asarray(y_real, float)[:, None], "synthetic": np.asarray(y_syn, float)[:, None]},
+                    {"real": np.asarray(s_real)[:, None], "synthetic": np.asarray(s_syn)[:, None]}, mappings,
+                    {"pulmonary mass": threshold}, n_resamples=1000, **kwargs).set_index("image_source")
+
+
+def test_precision_is_compared_at_the_real_prevalence_and_unequal_prevalences_are_flagged() -> None:
+    # the same classifier (sensitivity and specificity alike) on a balanced synthetic set and a real set at 1%
+    rng = np.random.default_rng(3)
+    y_real = np.r_[np.ones(15), np.zeros(1485)]
+    y_syn = np.r_[np.ones(300), np.zeros(600)]
+    score = lambda y: np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.15, y.size), 0, 1)  # noqa: E731
+    table = _one_class_table(y_real, score(y_real), y_syn, score(y_syn))
+    real, synthetic = table.loc["real"], table.loc["synthetic"]
+    assert real["prevalence"] == pytest.approx(0.01) and synthetic["prevalence"] == pytest.approx(1 / 3)
+    assert not synthetic["prevalence_comparable"] and synthetic["prevalence_ratio"] == pytest.approx(100 / 3)
+    se, sp = synthetic["recall"], synthetic["specificity"]
+    assert synthetic["precision_at_real_prevalence"] == pytest.approx(se * 0.01 / (se * 0.01 + (1 - sp) * 0.99))
+    assert synthetic["precision"] > 3 * synthetic["precision_at_real_prevalence"]  # the raw figure flatters
+    low, high = synthetic["precision_at_real_prevalence_ci_low"], synthetic["precision_at_real_prevalence_ci_high"]
+    assert low < synthetic["precision_at_real_prevalence"] < high
+    assert "precision/accuracy not comparable" in format_table(table.reset_index())
+
+
+def test_fifteen_positives_are_flagged_as_unable_to_detect_a_difference_of_0_1() -> None:
+    rng = np.random.default_rng(4)
+    y_real, y_syn = np.r_[np.ones(15), np.zeros(600)], np.r_[np.ones(15), np.zeros(600)]
+    table = _one_class_table(y_real, y_real + rng.normal(0, 1, 615), y_syn, 0.7 * y_syn + rng.normal(0, 1, 615))
+    for source in ("real", "synthetic"):
+        row = table.loc[source]
+        assert row["n_positive"] == 15 and row["underpowered"]
+        assert 0.15 < row["auroc_mdd80"] < 0.4  # the 0.21-0.30 for PadChest's soft tissue mass
+    assert "can detect only AUROC differences >=" in format_table(table.reset_index())
+
+
+def test_a_metric_without_predicted_positives_is_undefined_not_zero() -> None:
+    y = np.r_[np.ones(10), np.zeros(40)]
+    scores = np.linspace(0.0, 0.4, 50)  # nothing reaches the 0.5 threshold
+    table = _one_class_table(y, scores, y, scores)
+    real = table.loc["real"]
+    assert np.isnan(real["precision"]) and np.isnan(real["precision_ci_low"])
+    assert "precision" in real["undefined_metrics"]
+    text = format_table(table.reset_index())
+    assert "precision undefined" in text and "precision 0.000 [0.000, 0.000]" not in text
+
+
+def test_patients_images_are_resampled_together_and_the_rows_say_so() -> None:
+    rng = np.random.default_rng(5)
+    patients = np.repeat(np.arange(60), 3)
+    y = np.repeat((rng.random(60) < 0.3).astype(float), 3)
+    s = y + np.repeat(rng.normal(0, 1, 60), 3) + rng.normal(0, 0.3, 180)  # images of a patient nearly alike
+    plain = _one_class_table(y, s, y, s).loc["real"]
+    clustered = _one_class_table(y, s, y, s, clusters={"real": patients, "synthetic": None}).loc["real"]
+    assert clustered["auroc"] == pytest.approx(plain["auroc"]) and clustered["n_patients"] == 60
+    width = lambda row, m: row[f"{m}_ci_high"] - row[f"{m}_ci_low"]  # noqa: E731
+    assert width(clustered, "auroc") > 1.3 * width(plain, "auroc")
+    assert width(clustered, "recall") > width(plain, "recall")
+    assert "patient" in clustered["ci_method"] and "patient" not in plain["ci_method"]
+
+
+def _with_generator_training(synthetic: Path, record) -> None:
+    manifest = json.loads((synthetic / "manifest.json").read_text())
+    (synthetic / "manifest.json").write_text(json.dumps({**manifest, "generator_training": record}))
+
+
+def test_a_generator_trained_on_test_patients_is_refused_unless_allowed_and_then_recorded(
+        xrv_cache: Path, tmp_path: Path, capsys) -> None:
+    real_csv = _real_split(tmp_path, "padchest")
+    synthetic = _synthetic(tmp_path, real_csv)
+    test_patient = str(pd.read_csv(real_csv)["patient_id"].iloc[3])
+    _with_generator_training(synthetic, {"patients": [f"  {test_patient} ", "someone-else"]})  # ids compared stripped
+    base = ["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih", "--xrv-cache-dir",
+            str(xrv_cache), "--results-dir", str(tmp_path / "results"), "--n-resamples", "1000", "--num-workers", "0"]
+    assert utility_main(base) == 2
+    err = capsys.readouterr().err
+    assert "generator was trained on 1 test patient(s)" in err and test_patient in err
+    assert "--allow-generator-overlap" in err and not (tmp_path / "results" / "utility_pretrained.csv").exists()
+    assert utility_main([*base, "--allow-generator-overlap"]) == 0
+    rows = read_results("utility_pretrained", tmp_path / "results")
+    assert rows["generator_overlap"].str.startswith("allowed: the generator was trained on 1 test patient").all()
+    assert (rows["generator_training"] == "2 patient ids, 0 image ids").all()
+
+
+def test_a_generator_trained_on_other_patients_passes_and_rows_say_what_it_saw(xrv_cache: Path,
+                                                                               tmp_path: Path) -> None:
+    real_csv = _real_split(tmp_path, "padchest")
+    synthetic = _synthetic(tmp_path, real_csv)
+    _with_generator_training(synthetic, {"patients": ["p-train-1", "p-train-2"], "images": []})
+    assert utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
+                         "--xrv-cache-dir", str(xrv_cache), "--results-dir", str(tmp_path / "results"),
+                         "--n-resamples", "1000", "--num-workers", "0"]) == 0
+    rows = read_results("utility_pretrained", tmp_path / "results")
+    assert (rows["generator_overlap"] == "none").all()
+
+
+def test_physician_labels_only_and_an_enriched_case_mix_are_stated_in_the_rows(xrv_cache: Path,
+                                                                               tmp_path: Path) -> None:
+    real_csv = _real_split(tmp_path, "padchest")
+    frame = pd.read_csv(real_csv, dtype=str, keep_default_na=False)
+    frame["label_source"] = ["physician" if i % 4 == 0 else "labeller" for i in range(len(frame))]
+    frame.to_csv(real_csv, index=False)
+    (tmp_path / "real.csv.json").write_text(json.dumps({"case_mix": "enriched: only images with a class"}))
+    synthetic = _synthetic(tmp_path, real_csv)
+    base = ["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih", "--xrv-cache-dir",
+            str(xrv_cache), "--results-dir", str(tmp_path / "results"), "--n-resamples", "1000", "--num-workers", "0"]
+    assert utility_main([*base, "--test-labels", "physician"]) == 0
+    rows = read_results("utility_pretrained", tmp_path / "results")
+    real = rows[rows["image_source"] == "real"]
+    assert (real["n"].astype(int) + real["n_unknown_label"].astype(int) == 5).all()  # 5 of the 20 test rows
+    assert (rows["test_labels"] == "physician").all()
+    assert rows["case_mix_note"].str.contains("enriched case mix").all()

@@ -13,17 +13,34 @@ import pandas as pd
 import pytest
 import torch
 from scipy.stats import norm
+from scipy.stats import t as t_distribution
 
 import benchmark.utility_retrained as retrained
 from benchmark.classifiers import load_checkpoint, save_checkpoint
 from benchmark.data import DataError, read_split_csv
 from benchmark.demo import DemoConfig, faithful_set, label_blind_set
-from benchmark.phantoms import write_demo_dataset
+from benchmark.phantoms import FINDINGS, write_demo_dataset
 from benchmark.results import read_results
-from benchmark.stats import delong_roc_test, holm_adjust, mean_ci_over_seeds, paired_bootstrap_difference
+from benchmark.stats import (
+    METHOD_COMBINED,
+    METHOD_TEST_ONLY,
+    auroc,
+    auroc_ci,
+    clustered_proportion_ci,
+    delong_contrast,
+    delong_roc_test,
+    detectable_difference,
+    holm_adjust,
+    seed_mean_difference,
+    seed_mean_interval,
+    sensitivity_at_specificity,
+    youden_threshold,
+)
 from benchmark.synthetic import write_synthetic_set
 from benchmark.training import load_tensors
 from benchmark.utility_retrained import (
+    TABLE_METRICS,
+    Pools,
     RetrainedConfig,
     SettingSpec,
     Size,
@@ -189,20 +206,47 @@ def test_settings_of_the_same_size_share_their_real_rows_and_synthetic_images(da
     assert {u.id for u in units} >= {"real+synthetic_r100_s60_seed0", "mixed_r50_s50_seed1"}
 
 
-def test_synthetic_from_train_drops_images_made_from_other_splits(data: dict) -> None:
+def test_draws_are_stratified_so_a_rare_class_gets_its_share_on_every_seed() -> None:
+    # 2000 train rows, 20 of them positive for a rare class (1%): a draw of 200 expects 2 positives. Drawn
+    # unstratified, 12% of seeds would get none (hypergeometric); drawn within strata (each row's rarest positive
+    # class), every seed gets 2, in the real and in the synthetic draw, and the common class its 60 +- 2.
+    labels = np.zeros((2000, 2), dtype=np.float32)
+    labels[:20, 0] = 1.0
+    labels[20:620, 1] = 1.0
+    labels[5:10, 1] = 1.0  # some rare-class rows carry the common class too: their stratum is the rare class
+    pools = Pools(np.arange(2000), labels, np.arange(2000), labels.copy(), np.arange(2000))
+    spec = parse_settings("real+synthetic:200+200")[0]
+    for seed in range(40):
+        training = build_training_set(spec, pools, seed)
+        positives = pools.positives(training)
+        assert (positives[:, 0] == 2).all() and ((positives[:, 1] >= 58) & (positives[:, 1] <= 62)).all(), positives
+        assert len(set(training.real)) == 200
+    assert len({tuple(sorted(build_training_set(spec, pools, s).real[:5])) for s in range(5)}) == 5  # seeds differ
+
+
+def test_synthetic_images_made_from_test_rows_stop_the_sweep_by_default(data: dict) -> None:
     real, from_test = data["real"], data["faithful_test"]
-    assert len(make_pools(real, from_test, real.classes, "any").synthetic_rows) == len(from_test.frame)
-    pools = make_pools(real, from_test, real.classes, "train")
-    assert len(pools.synthetic_rows) == 0
+    with pytest.raises(DataError, match=r"synthetic\.csv: \d+ synthetic image\(s\) were made from val/test rows.*"
+                                        r"--synthetic-from any"):
+        make_pools(real, from_test, real.classes)  # the default is "train"
+
+
+def test_an_override_to_use_test_derived_images_is_recorded_and_train_subset_leaves_them_out(data: dict) -> None:
+    real, from_test = data["real"], data["faithful_test"]
+    anyway = make_pools(real, from_test, real.classes, "any")
+    assert len(anyway.synthetic_rows) == len(from_test.frame)
+    assert anyway.synthetic_from.startswith("any (override)") and "biased upward" in anyway.synthetic_from
+    subset = make_pools(real, from_test, real.classes, "train-subset")
+    assert len(subset.synthetic_rows) == 0 and subset.synthetic_from.startswith("train-subset")
     with pytest.raises(SizeError, match="needs synthetic images but none are available"):
-        build_training_set(parse_settings("synthetic")[0], pools, seed=0)
+        build_training_set(parse_settings("synthetic")[0], subset, seed=0)
 
 
 # ------------------------------------------------------------------------------------------------ statistics
 
 
 def _delong_reference(y: np.ndarray, models: list[np.ndarray], contrast: np.ndarray) -> tuple[float, float]:
-    """O(n^2) DeLong (1988) with the explicit kernel over every positive-negative pair: (difference, p)."""
+    """O(n^2) DeLong (1988) with the explicit kernel over every positive-negative pair: (difference, variance)."""
     pos, neg = y == 1, y == 0
     v10, v01, aucs = [], [], []
     for s in models:
@@ -210,104 +254,291 @@ def _delong_reference(y: np.ndarray, models: list[np.ndarray], contrast: np.ndar
         v10.append(kernel.mean(axis=1))
         v01.append(kernel.mean(axis=0))
         aucs.append(kernel.mean())
-    cov = np.cov(np.array(v10)) / pos.sum() + np.cov(np.array(v01)) / neg.sum()
-    difference = float(contrast @ np.array(aucs))
-    return difference, float(2 * norm.sf(abs(difference) / math.sqrt(contrast @ cov @ contrast)))
+    cov = np.atleast_2d(np.cov(np.array(v10))) / pos.sum() + np.atleast_2d(np.cov(np.array(v01))) / neg.sum()
+    return float(contrast @ np.array(aucs)), float(contrast @ cov @ contrast)
 
 
-def _fixed_predictions() -> tuple[np.ndarray, list[UnitPredictions]]:
-    """Fixed labels (2 classes, some unknown) and predictions of a real and a synthetic setting, two seeds each."""
+N_TEST, N_VAL = 120, 80
+
+
+def _fixed_predictions(seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[dict, list[UnitPredictions]]:
+    """Fixed labels (2 classes, some unknown; 2 images per patient) of test and val images, and the predictions of a
+    real and a synthetic setting for each seed (val scores too: thresholds are Youden's J on val)."""
     rng = np.random.default_rng(42)
-    n = 120
-    labels = (rng.random((n, 2)) < 0.35).astype(float)
-    labels[rng.choice(n, 7, replace=False), 1] = np.nan
+    split = {"test_labels": (rng.random((N_TEST // 2, 2)) < 0.35).astype(float).repeat(2, axis=0),
+             "test_patients": np.arange(N_TEST) // 2,
+             "val_labels": (rng.random((N_VAL // 2, 2)) < 0.35).astype(float).repeat(2, axis=0),
+             "val_patients": 1000 + np.arange(N_VAL) // 2}
+    split["test_labels"][rng.choice(N_TEST, 7, replace=False), 1] = np.nan
+    def scores(labels: np.ndarray, strength: float, shift: float) -> np.ndarray:
+        noise = rng.normal(0, 1, labels.shape) + shift  # a per-seed shift: seeds differ
+        return np.round(1 / (1 + np.exp(-(strength * np.nan_to_num(labels) + noise))), 2)
+
     units = []
-    for (setting, strength, thresholds), seed in itertools.product(
-            (("real", 3.2, [0.5, 0.42]), ("synthetic", 1.0, [0.45, 0.6])), (0, 1)):
-        scores = np.round(1 / (1 + np.exp(-(strength * np.nan_to_num(labels) + rng.normal(0, 1, (n, 2))))), 2)
+    for (setting, strength), seed in itertools.product((("real", 3.2), ("synthetic", 1.0)), seeds):
+        shift = rng.normal(0, 0.4)
         units.append(UnitPredictions(setting, f"{setting}:all", 100 if setting == "real" else 0,
-                                     0 if setting == "real" else 100, seed, scores, np.array(thresholds),
-                                     {"best_epoch": 3}))
-    return labels, units
+                                     0 if setting == "real" else 100, seed,
+                                     scores(split["test_labels"], strength, shift), np.array([0.5, 0.5]),
+                                     {"best_epoch": 3},
+                                     val_scores=scores(split["val_labels"], strength, shift),
+                                     train_positives=np.array([[30, 2], [0, 0]]) if setting == "real"
+                                     else np.array([[0, 0], [35, 0]])))
+    return split, units
 
 
-def test_comparison_with_real_uses_paired_delong_and_matches_an_explicit_reference() -> None:
-    labels, units = _fixed_predictions()
-    table = evaluate_units(units, labels, ["a", "b"], baseline="real:all", n_resamples=1000, seed=3)
+def _evaluate(units: list[UnitPredictions], split: dict, **kwargs) -> pd.DataFrame:
+    return evaluate_units(units, classes=["a", "b"], baseline="real:all", n_resamples=1000, seed=3,
+                          **{**split, **kwargs})
+
+
+def _known(split: dict, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    known = ~np.isnan(split["test_labels"][:, j])
+    return known, split["test_labels"][known, j].astype(int), split["test_patients"][known]
+
+
+def _row(table: pd.DataFrame, setting: str, seed: str, name: str) -> pd.Series:
+    return table[(table["setting"] == setting) & (table["seed"] == seed) & (table["class"] == name)].iloc[0]
+
+
+def test_per_seed_auroc_has_a_newcombe_interval_widened_for_patients() -> None:
+    split, units = _fixed_predictions()
+    table = _evaluate(units, split)
+    for j, name in enumerate(["a", "b"]):
+        known, y, patients = _known(split, j)
+        for unit in units:
+            row = _row(table, unit.setting, str(unit.seed), name)
+            expected = auroc_ci(y, unit.scores[known, j], clusters=patients)
+            np.testing.assert_allclose(row[["auroc", "auroc_ci_low", "auroc_ci_high"]].to_numpy(float), expected,
+                                       rtol=1e-12)
+            plain = auroc_ci(y, unit.scores[known, j])
+            assert row["auroc_ci_high"] - row["auroc_ci_low"] >= plain[2] - plain[1] - 1e-12
+            assert row["n_patients"] == len(np.unique(patients)) and "patient design effect" in row["ci_method"]
+
+
+def test_per_seed_differences_from_the_baseline_are_clustered_delong_and_carry_no_p_value() -> None:
+    split, units = _fixed_predictions()
+    table = _evaluate(units, split)
     by_unit = {(u.setting, u.seed): u for u in units}
     for j, name in enumerate(["a", "b"]):
-        known = ~np.isnan(labels[:, j])
-        y = labels[known, j].astype(int)
-        for seed in (0, 1):
-            row = table[(table["setting"] == "synthetic") & (table["seed"] == str(seed)) & (table["class"] == name)]
+        known, y, patients = _known(split, j)
+        for seed in (0, 1, 2):
+            row = _row(table, "synthetic", str(seed), name)
             s, b = by_unit["synthetic", seed].scores[known, j], by_unit["real", seed].scores[known, j]
-            reference = _delong_reference(y, [s, b], np.array([1.0, -1.0]))
-            assert row["auroc_diff_vs_real"].item() == pytest.approx(reference[0], abs=1e-12)
-            assert row["auroc_p_vs_real"].item() == pytest.approx(reference[1], rel=1e-9)
-            assert row["auroc_p_vs_real"].item() == pytest.approx(delong_roc_test(y, s, b)["p_value"], rel=1e-12)
-            # Accuracy / precision at each model's own threshold, paired bootstrap on the same resamples.
-            t_s, t_b = by_unit["synthetic", seed].thresholds[j], by_unit["real", seed].thresholds[j]
-            accuracy = ((s >= t_s) == y).mean() - ((b >= t_b) == y).mean()
-            assert row["accuracy_diff_vs_real"].item() == pytest.approx(accuracy, abs=1e-12)
-            for metric in ("accuracy", "precision", "recall", "f1"):
-                expected = paired_bootstrap_difference(y, s - t_s, b - t_b, metric, threshold=0.0, n_resamples=1000,
-                                                       seed=3)
-                got = row[[f"{metric}_diff_vs_real", f"{metric}_diff_vs_real_ci_low",
-                           f"{metric}_diff_vs_real_ci_high", f"{metric}_p_vs_real"]].to_numpy(float)[0]
-                np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=metric)
-        # The seed-mean row: DeLong on the contrast (mean of the synthetic AUROCs - mean of the real ones).
-        mean = table[(table["setting"] == "synthetic") & (table["seed"] == "mean") & (table["class"] == name)]
-        models = [by_unit["synthetic", 0].scores[known, j], by_unit["synthetic", 1].scores[known, j],
-                  by_unit["real", 0].scores[known, j], by_unit["real", 1].scores[known, j]]
-        reference = _delong_reference(y, models, np.array([0.5, 0.5, -0.5, -0.5]))
-        assert mean["auroc_diff_vs_real"].item() == pytest.approx(reference[0], abs=1e-12)
-        assert mean["auroc_p_vs_real"].item() == pytest.approx(reference[1], rel=1e-9)
-    assert (table[table["setting"] == "synthetic"]["auroc_vs_real"] == "significantly worse").all()
-    assert table[table["setting"] == "real"]["auroc_p_vs_real"].isna().all()
+            difference, _ = _delong_reference(y, [s, b], np.array([1.0, -1.0]))
+            test = delong_roc_test(y, s, b, clusters=patients)
+            half = norm.ppf(0.975) * math.sqrt(test["variance"])
+            assert row["auroc_diff_vs_real"] == pytest.approx(difference, abs=1e-12)
+            assert (row["auroc_diff_vs_real_ci_low"], row["auroc_diff_vs_real_ci_high"]) == pytest.approx(
+                (difference - half, difference + half), abs=1e-12)
+            assert row["auroc_mdd80"] == pytest.approx(detectable_difference(math.sqrt(test["variance"])))
+            assert math.isnan(row["auroc_p_vs_real"]) and row["auroc_vs_real"] == ""  # descriptive: no star
 
 
-def test_with_one_seed_the_mean_row_repeats_the_per_seed_tests_exactly() -> None:
-    labels, units = _fixed_predictions()
-    one = [u for u in units if u.seed == 1]
-    table = evaluate_units(one, labels, ["a", "b"], baseline="real:all", n_resamples=1000, seed=0)
-    synthetic = table[table["setting"] == "synthetic"].set_index(["class", "seed"])
-    columns = [c for c in synthetic.columns if "_vs_real" in c and not c.endswith(("_holm", "vs_real"))]
+def test_seed_mean_auroc_interval_adds_the_seed_spread_to_the_delong_variance_of_the_mean() -> None:
+    split, units = _fixed_predictions()
+    table = _evaluate(units, split)
+    for j, name in enumerate(["a", "b"]):
+        known, y, patients = _known(split, j)
+        for setting in ("real", "synthetic"):
+            models = [u.scores[known, j] for u in units if u.setting == setting]
+            expected = seed_mean_interval([auroc(y, s) for s in models],
+                                          delong_contrast(y, models, [], clusters=patients)["variance"])
+            # never narrower than the mean of the seeds' own (Newcombe) intervals
+            own = np.mean([auroc_ci(y, s, clusters=patients) for s in models], axis=0)
+            row = _row(table, setting, "mean", name)
+            assert (row["auroc"], row["auroc_ci_low"], row["auroc_ci_high"], row["seed_df"]) == pytest.approx(
+                (expected["mean"], min(expected["ci_low"], own[1]), max(expected["ci_high"], own[2]), expected["df"]),
+                rel=1e-12)
+            assert row["n_seeds"] == 3 and row["seeds"] == "0,1,2" and row["ci_method"].startswith(METHOD_COMBINED)
+
+
+def test_seed_mean_comparison_counts_both_seed_spreads_and_holm_adjusts_each_metric_over_settings_and_classes(
+) -> None:
+    split, units = _fixed_predictions()
+    table = _evaluate(units, split)
+    for j, name in enumerate(["a", "b"]):
+        known, y, patients = _known(split, j)
+        a = [u.scores[known, j] for u in units if u.setting == "synthetic"]
+        b = [u.scores[known, j] for u in units if u.setting == "real"]
+        expected = seed_mean_difference([auroc(y, s) for s in a], [auroc(y, s) for s in b],
+                                        delong_contrast(y, a, b, clusters=patients)["variance"])
+        row = _row(table, "synthetic", "mean", name)
+        assert (row["auroc_diff_vs_real"], row["auroc_diff_vs_real_ci_low"], row["auroc_diff_vs_real_ci_high"],
+                row["auroc_p_vs_real"]) == pytest.approx((expected["difference"], expected["ci_low"],
+                                                          expected["ci_high"], expected["p_value"]), rel=1e-12)
+        assert row["auroc_mdd80"] == pytest.approx(detectable_difference(expected["se"]), rel=1e-12)
+        assert row["underpowered"] == (row["auroc_mdd80"] > 0.1)
+    means = table[table["seed"] == "mean"]
+    for metric in ("auroc", "sens_at_spec", "recall", "specificity", "accuracy", "precision", "f1"):
+        np.testing.assert_allclose(means[f"{metric}_p_vs_real_holm"], holm_adjust(means[f"{metric}_p_vs_real"]))
+    compared = means[means["setting"] == "synthetic"]
+    assert (compared["holm_family"] == "per metric: the 2 seed-mean comparisons with real:all (1 settings x 2 "
+                                       "classes with enough seeds)").all()
+    assert (compared["auroc_vs_real"] == "significantly worse").all()
+
+
+def test_threshold_metrics_of_the_seed_mean_add_the_bootstrap_variance_of_the_mean_to_the_seed_spread() -> None:
+    # The seed-mean interval of accuracy is seed_mean_interval of the seeds' values with the variance of their mean
+    # over the shared patient resamples: se^2 = std^2 / K + v_test with v_test > 0, Welch-Satterthwaite df, and
+    # mean -+ t_df * se, or the mean of the seeds' own intervals where that is wider.
+    split, units = _fixed_predictions()
+    table = _evaluate(units, split)
     for name in ("a", "b"):
-        np.testing.assert_allclose(synthetic.loc[(name, "mean"), columns].to_numpy(float),
-                                   synthetic.loc[(name, "1"), columns].to_numpy(float), rtol=1e-12)
-    assert (synthetic.xs("mean", level="seed")["ci_method"] == "bootstrap over test images (one seed)").all()
+        seeds = table[(table["setting"] == "synthetic") & (table["class"] == name) & (table["seed"] != "mean")]
+        mean = _row(table, "synthetic", "mean", name)
+        values = seeds["accuracy"].to_numpy(float)
+        assert mean["accuracy"] == pytest.approx(values.mean())
+        assert mean["accuracy_std"] == pytest.approx(values.std(ddof=1))
+        seed_part = values.var(ddof=1) / 3
+        assert mean["accuracy_se"] ** 2 > seed_part * 1.05
+        assert mean["accuracy_df"] == pytest.approx(mean["accuracy_se"] ** 4 * 2 / seed_part**2)
+        half = t_distribution.ppf(0.975, mean["accuracy_df"]) * mean["accuracy_se"]
+        # never narrower than the mean of the seeds' own intervals
+        own = seeds[["accuracy_ci_low", "accuracy_ci_high"]].to_numpy(float).mean(axis=0)
+        assert (mean["accuracy_ci_low"], mean["accuracy_ci_high"]) == pytest.approx(
+            (min(mean["accuracy"] - half, own[0]), max(mean["accuracy"] + half, own[1])))
 
 
-def test_mean_rows_summarise_seeds_and_holm_adjusts_over_settings_and_classes() -> None:
-    labels, units = _fixed_predictions()
-    table = evaluate_units(units, labels, ["a", "b"], baseline="real:all", n_resamples=1000, seed=0)
-    for _, block in table.groupby(["setting", "class"]):
-        seeds = block[block["seed"] != "mean"].sort_values("seed")
-        mean = block[block["seed"] == "mean"].iloc[0]
-        summary = mean_ci_over_seeds(seeds["accuracy"].to_numpy(float))
-        assert mean["accuracy"] == pytest.approx(summary["mean"]) and mean["accuracy_std"] == pytest.approx(
-            summary["std"])
-        clipped = (max(0.0, summary["ci_low"]), min(1.0, summary["ci_high"]))  # metrics live in [0, 1]
-        assert (mean["accuracy_ci_low"], mean["accuracy_ci_high"]) == pytest.approx(clipped)
-        assert 0.0 <= mean["accuracy_ci_low"] <= mean["accuracy_ci_high"] <= 1.0
-        assert mean["n_seeds"] == 2 and mean["seeds"] == "0,1"
-        assert mean["ci_method"] == "Student t over seeds, clipped to [0, 1]"
-    for seed, block in table[table["setting"] == "synthetic"].groupby("seed"):
-        np.testing.assert_allclose(block["auroc_p_vs_real_holm"], holm_adjust(block["auroc_p_vs_real"]))
-        assert len(block) == 2, seed
+def test_with_two_seeds_the_interval_is_test_set_only_never_a_point_and_no_star_is_given() -> None:
+    split, units = _fixed_predictions(seeds=(0, 1))
+    table = _evaluate(units, split)
+    means = table[table["seed"] == "mean"]
+    assert (means["auroc_ci_low"] < means["auroc"]).all() and (means["auroc"] < means["auroc_ci_high"]).all()
+    assert means["ci_method"].str.startswith(METHOD_TEST_ONLY).all()
+    synthetic = means[means["setting"] == "synthetic"]
+    assert synthetic["auroc_p_vs_real"].isna().all() and synthetic["auroc_diff_vs_real"].notna().all()
+    assert (synthetic["auroc_vs_real"] == "no test: the seed spread needs at least 3 seeds per setting").all()
+    text = format_retrained_table(table)
+    assert "*" not in text.split("\n== ")[1] and " 2† | " in text
 
 
-def test_printed_table_has_settings_with_sizes_and_changes_against_real() -> None:
-    labels, units = _fixed_predictions()
-    table = evaluate_units(units, labels, ["a", "b"], baseline="real:all", n_resamples=1000, seed=0)
+def test_perfect_seeds_get_a_seed_mean_interval_below_1_not_the_point_1() -> None:
+    # Every seed separates the classes: both variance parts of the seed mean are 0 (DeLong's at AUROC 1, the seed
+    # spread of equal values), yet 15 positive images do not prove a perfect classifier. The interval keeps the
+    # seeds' own Newcombe / Wilson intervals.
+    y = np.r_[np.ones(15), np.zeros(60)]
+    units = [UnitPredictions("real", "real:all", 75, 0, seed, (y + 0.1 * seed)[:, None], np.array([0.5]))
+             for seed in range(3)]
+    row = evaluate_units(units, y[:, None], ["c"], baseline=None, n_resamples=1000).query("seed == 'mean'").iloc[0]
+    assert row["auroc"] == 1.0 and row["auroc_ci_low"] == pytest.approx(auroc_ci(y, y)[1])
+    assert row["auroc_ci_low"] < 0.95
+    assert row["recall"] == 1.0 and row["recall_ci_low"] < 0.85
+
+
+def test_with_one_seed_the_mean_row_repeats_the_seed_rows_intervals() -> None:
+    split, units = _fixed_predictions(seeds=(1,))
+    table = _evaluate(units, split)
+    for name in ("a", "b"):
+        seed, mean = _row(table, "synthetic", "1", name), _row(table, "synthetic", "mean", name)
+        for metric in ("auroc", "sens_at_spec", "recall", "precision"):
+            columns = [metric, f"{metric}_ci_low", f"{metric}_ci_high"]
+            np.testing.assert_allclose(mean[columns].to_numpy(float), seed[columns].to_numpy(float), rtol=1e-12)
+        assert mean["ci_method"].startswith("one seed: its own intervals")
+
+
+def test_the_val_threshold_is_youden_on_val_and_choosing_it_again_widens_the_recall_interval() -> None:
+    split, units = _fixed_predictions(seeds=(0,))
+    rechosen = _evaluate(units, split)
+    for j, name in enumerate(["a", "b"]):
+        val_known = ~np.isnan(split["val_labels"][:, j])
+        for unit in units:
+            row = _row(rechosen, unit.setting, "0", name)
+            chosen = youden_threshold(split["val_labels"][val_known, j], unit.val_scores[val_known, j])
+            assert row["threshold"] == pytest.approx(chosen) and row["threshold_policy"].startswith("val-youden")
+            # the same threshold, taken as fixed: a clustered Wilson interval of the test patients alone
+            fixed_unit = UnitPredictions(**{**unit.__dict__, "thresholds": np.full(2, chosen), "val_scores": None,
+                                            "threshold_policy": "0.5"})
+            fixed = _row(_evaluate([fixed_unit], split), unit.setting, "0", name)
+            known, y, patients = _known(split, j)
+            hits = unit.scores[known, j] >= chosen
+            assert (fixed["recall_ci_low"], fixed["recall_ci_high"]) == pytest.approx(
+                clustered_proportion_ci(hits[y == 1], patients[y == 1])[1:])
+            assert row["recall"] == pytest.approx(fixed["recall"])
+            assert row["recall_ci_low"] <= fixed["recall_ci_low"] and row["recall_ci_high"] >= fixed["recall_ci_high"]
+
+
+def test_sensitivity_at_the_target_specificity_is_the_primary_threshold_metric() -> None:
+    split, units = _fixed_predictions(seeds=(0,))
+    table = _evaluate(units, split, spec_target=0.8)
+    for j, name in enumerate(["a", "b"]):
+        known, y, _ = _known(split, j)
+        for unit in units:
+            row = _row(table, unit.setting, "0", name)
+            assert row["sens_at_spec_target"] == 0.8
+            assert row["sens_at_spec"] == pytest.approx(sensitivity_at_specificity(y, unit.scores[known, j], 0.8))
+            assert row["sens_at_spec_ci_low"] <= row["sens_at_spec"] <= row["sens_at_spec_ci_high"]
+    assert list(TABLE_METRICS[:4]) == ["auroc", "sens_at_spec", "recall", "specificity"]  # the table leads with them
+
+
+def test_rows_carry_sizes_prevalence_and_training_positives() -> None:
+    split, units = _fixed_predictions(seeds=(0,))
+    table = _evaluate(units, split)
+    for j, name in enumerate(["a", "b"]):
+        _, y, _ = _known(split, j)
+        rows = table[table["class"] == name]
+        assert (rows["n_positive"] == y.sum()).all() and (rows["n_negative"] == len(y) - y.sum()).all()
+        np.testing.assert_allclose(rows["prevalence"], y.mean())
+    real = _row(table, "real", "0", "b")
+    assert (real["train_positives"], real["train_positives_real"], real["train_positives_synthetic"]) == (2, 2, 0)
+    synthetic = _row(table, "synthetic", "0", "a")
+    assert (synthetic["train_positives"], synthetic["train_positives_synthetic"]) == (35, 35)
+    assert _row(table, "synthetic", "0", "b")["note"].startswith("no positive training image")
+
+
+def test_metrics_without_a_positive_test_image_are_undefined_and_printed_so() -> None:
+    split, units = _fixed_predictions(seeds=(0,))
+    split["test_labels"][:, 1] = np.where(np.isnan(split["test_labels"][:, 1]), np.nan, 0.0)  # no positive of b
+    table = _evaluate(units, split)
+    row = _row(table, "synthetic", "0", "b")
+    for metric in ("auroc", "sens_at_spec", "precision", "recall", "f1"):
+        assert math.isnan(row[metric]) and math.isnan(row[f"{metric}_ci_low"]), metric
+    assert row["specificity"] > 0 and "precision: no positive test image" in row["undefined_metrics"]
+    block = format_retrained_table(table).split("== b ")[1]
+    assert "undefined" in block and "0.000 [0.000, 0.000]" not in block
+
+
+def test_printed_table_leads_with_prevalence_free_metrics_and_shows_changes_power_and_prevalence() -> None:
+    split, units = _fixed_predictions()
+    table = _evaluate(units, split)
     text = format_retrained_table(table[table["seed"] == "mean"])
     assert text.count("== a (real test images") == 1 and "== b (real test images: n=113" in text
-    assert "real:all (baseline)" in text and "AUROC" in text and "precision" in text
+    assert "real:all (baseline)" in text and "-- prevalence-free" in text and "-- at the test prevalence" in text
+    header = next(line for line in text.splitlines() if line.startswith("setting") and "AUROC" in line)
+    assert header.index("AUROC") < header.index("sens@spec0.9") < header.index("recall") < header.index("MDD80")
     synthetic_line = next(line for line in text.splitlines() if line.startswith("synthetic:all"))
-    auroc = table[(table["setting"] == "synthetic") & (table["seed"] == "mean") & (table["class"] == "a")].iloc[0]
-    assert f"{auroc['auroc']:.3f} [{auroc['auroc_ci_low']:.3f}, {auroc['auroc_ci_high']:.3f}] " \
-           f"{auroc['auroc_diff_vs_real']:+.3f}***" in synthetic_line
+    row = _row(table, "synthetic", "mean", "a")
+    assert f"{row['auroc']:.3f} [{row['auroc_ci_low']:.3f}, {row['auroc_ci_high']:.3f}] " \
+           f"{row['auroc_diff_vs_real']:+.3f}***" in synthetic_line
+    assert f"{row['auroc_mdd80']:.3f}" in synthetic_line
+    assert f"prevalence {row['prevalence']:.3f}" in text
     assert format_retrained_table(table) == text  # a full table is reduced to its mean rows
+
+
+def test_the_recall_interval_covers_the_expected_recall_of_a_threshold_chosen_on_few_val_positives() -> None:
+    # 8 positive and 80 negative val images choose Youden's threshold, 15 + 150 test images measure recall; scores
+    # binormal (separation 1.5, AUROC 0.86). The target is what the procedure delivers on average: the population
+    # recall (specificity) at the val-chosen threshold, averaged over val draws (0.706 and 0.796 over 20000 val
+    # draws; the threshold alone moves recall with SD 0.144). Measured over these 300 replicates: the joint val +
+    # test patient bootstrap with the smoothed re-chosen threshold covered 0.990 (recall) and 0.973 (specificity);
+    # re-chosen without smoothing 0.973 and 0.907; a bootstrap of the test images at the chosen threshold 0.790.
+    rng = np.random.default_rng(2024)
+
+    def sample(n_pos: int, n_neg: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.r_[np.ones(n_pos), np.zeros(n_neg)], np.r_[rng.normal(1.5, 1, n_pos), rng.normal(0, 1, n_neg)]
+
+    thresholds = np.array([youden_threshold(*sample(8, 80)) for _ in range(20000)])
+    target = {"recall": float(np.mean(norm.sf(thresholds - 1.5))), "specificity": float(np.mean(norm.cdf(thresholds)))}
+    covered = dict.fromkeys(target, 0)
+    for replicate in range(300):
+        y_val, s_val = sample(8, 80)
+        y, s = sample(15, 150)
+        unit = UnitPredictions("real", "real:1", 1, 0, 0, s[:, None], np.array([0.5]), val_scores=s_val[:, None])
+        row = evaluate_units([unit], y[:, None], ["c"], baseline=None, n_resamples=400, seed=replicate,
+                             val_labels=y_val[:, None]).iloc[0]
+        for metric, value in target.items():
+            covered[metric] += row[f"{metric}_ci_low"] <= value <= row[f"{metric}_ci_high"]
+    assert covered["recall"] / 300 > 0.93 and covered["specificity"] / 300 > 0.93, covered
 
 
 def test_cli_flags_make_the_config() -> None:
@@ -344,8 +575,9 @@ def _mean_row(outcome, setting: str, name: str) -> pd.Series:
 
 
 def test_real_setting_reaches_high_auroc_on_held_out_patients(sweep) -> None:
-    # Measured over training seeds 0, 1, 2 (this test runs seed 0): cardiomegaly 0.987-0.998, effusion 0.958-0.975,
-    # normal 0.820-0.839, mass 0.765-0.791; each bound lies 4 or more seed-to-seed spreads below the lowest.
+    # Measured over training seeds 0, 1, 2 (this test runs seed 0; draws stratified by class): cardiomegaly
+    # 0.991-1.000, effusion 0.951-0.979, normal 0.815-0.826, mass 0.794-0.822; each bound lies 4 or more
+    # seed-to-seed spreads below the lowest.
     outcome, _, _ = sweep
     aurocs = {name: _mean_row(outcome, "real", name)["auroc"] for name in outcome.summary["class"].unique()}
     print("real-setting test AUROC:", {k: round(v, 3) for k, v in aurocs.items()})
@@ -357,13 +589,14 @@ def test_real_setting_reaches_high_auroc_on_held_out_patients(sweep) -> None:
 @pytest.mark.slow
 def test_real_setting_at_64px_learns_every_finding_with_a_ci_reaching_0_9(tmp_path: Path) -> None:
     # 64 px (the demo size of the issue), 400 patients, 16 epochs of batch 16 from scratch, 2 CPU threads: about
-    # 4 minutes here. Measured over training seeds 0, 1, 2 (this test runs seed 0), AUROC [bootstrap 95% CI]:
-    #   normal            0.906 [0.854, 0.946]  0.921 [0.875, 0.959]  0.954 [0.920, 0.981]
-    #   soft tissue mass  0.898 [0.849, 0.944]  0.910 [0.859, 0.953]  0.948 [0.912, 0.979]
-    #   cardiomegaly and pleural effusion 0.999-1.0 [0.995-1.0, 1.0]
+    # 4 minutes on an idle machine (25 on a shared, loaded one). Measured over training seeds 0, 1, 2 (this test
+    # runs seed 0), AUROC [Newcombe 95% CI, widened for the patients' 2 images]:
+    #   normal            0.919 [0.851, 0.956]  0.912 [0.842, 0.951]  0.925 [0.857, 0.961]
+    #   soft tissue mass  0.909 [0.831, 0.952]  0.903 [0.825, 0.947]  0.932 [0.862, 0.966]
+    #   cardiomegaly and pleural effusion 0.999-1.0 [0.965-0.969, 1.0]
     # The point values sit on 0.9 for the small masses (~27 test positives), so the test asserts the CI: every
-    # finding is learned (lower bound above 0.75, measured 0.85 or more) and 0.9 is within reach (upper bound above
-    # 0.9, measured 0.94 or more).
+    # finding is learned (lower bound above 0.75, measured 0.825 or more) and 0.9 is within reach (upper bound above
+    # 0.9, measured 0.947 or more).
     write_demo_dataset(tmp_path / "real", n_patients=400, images_per_patient=2, size=64, seed=0)
     real = read_split_csv(tmp_path / "real" / "split.csv")
     train = _rows(real)
@@ -381,19 +614,26 @@ def test_real_setting_at_64px_learns_every_finding_with_a_ci_reaching_0_9(tmp_pa
         assert row["auroc_ci_low"] > 0.75 and row["auroc_ci_high"] > 0.9, cis
 
 
-def test_label_blind_synthetic_is_near_chance_and_flagged_worse_than_real(sweep) -> None:
+def test_label_blind_synthetic_is_near_chance_and_far_below_real_but_one_seed_gets_no_star(sweep) -> None:
     # Trained on labels that say nothing about the images, the network still ranks test images by some property
     # of their appearance, whose link to a finding has a random sign: per class AUROC scatters around 0.5.
-    # Measured over training seeds 0, 1, 2: mean over classes 0.52-0.56, largest class 0.59-0.67; against real,
-    # cardiomegaly -0.41 to -0.55 and effusion -0.29 to -0.42, every p below 1e-8.
+    # Measured over training seeds 0, 1, 2: mean over classes 0.47-0.53, largest class 0.56-0.63; against real,
+    # cardiomegaly -0.49 to -0.59 and effusion -0.34 to -0.46, the per-seed clustered DeLong intervals' upper ends
+    # -0.37 to -0.48 and -0.21 to -0.35. The same sweep with 3 seeds finds every class significantly worse (seed-mean
+    # test, Holm p 4e-3 to 5e-7).
+    # With one seed the seed-to-seed spread is unknown: the difference is described (clustered DeLong interval),
+    # not tested.
     outcome, _, _ = sweep
     aurocs = {name: _mean_row(outcome, "synthetic", name)["auroc"] for name in outcome.summary["class"].unique()}
     print("label-blind synthetic-setting test AUROC:", {k: round(v, 3) for k, v in aurocs.items()})
     assert abs(np.mean(list(aurocs.values())) - 0.5) < 0.15 and max(aurocs.values()) < 0.8, aurocs
+    seed_rows = outcome.table[(outcome.table["setting"] == "synthetic") & (outcome.table["seed"] == "0")]
     for name in RELIABLE:
         row = _mean_row(outcome, "synthetic", name)
-        assert row["auroc_p_vs_real"] < 0.001 and row["auroc_diff_vs_real"] < -0.2
-        assert row["auroc_vs_real"] == "significantly worse"
+        assert row["auroc_diff_vs_real"] < -0.2 and math.isnan(row["auroc_p_vs_real"])
+        assert row["auroc_vs_real"] == "no test: the seed spread needs at least 3 seeds per setting"
+        seed_row = seed_rows[seed_rows["class"] == name].iloc[0]
+        assert seed_row["auroc_diff_vs_real_ci_high"] < -0.1  # the descriptive interval lies far below 0
 
 
 def test_sweep_writes_rows_curves_checkpoints_and_the_table(sweep, data: dict) -> None:
@@ -423,6 +663,14 @@ def test_sweep_writes_rows_curves_checkpoints_and_the_table(sweep, data: dict) -
                                stored[[f"score:{c}" for c in classes]].to_numpy(), atol=1e-5)
     listing = pd.read_csv(folder / "units" / f"synthetic_r0_s{round(n_train / 2)}_seed0" / "training_set.csv")
     assert (listing["source"] == "synthetic").all() and listing["image"].str.contains("/blind/images/").all()
+    # Every row records its training positives of its class, as the unit's training list holds them.
+    drawn = data["blind"].frame.iloc[listing["synthetic_row"].astype(int).to_numpy()]
+    for name in classes:
+        row = rows[(rows["setting"] == "synthetic") & (rows["seed"] == "0") & (rows["class"] == name)].iloc[0]
+        expected = int(pd.to_numeric(drawn[name]).sum())
+        assert float(row["train_positives"]) == float(row["train_positives_synthetic"]) == expected
+        assert row["n_positive"] == row["positives"] and float(row["prevalence"]) > 0
+        assert "patient design effect" in row["ci_method"]
 
 
 def test_rerunning_a_finished_sweep_trains_nothing_and_gives_the_same_table(sweep, data: dict,
@@ -462,10 +710,10 @@ def _comparable(table: pd.DataFrame) -> pd.DataFrame:
 def test_an_interrupted_sweep_resumes_with_the_missing_units_only(data: dict, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     real, half = data["real"], data["faithful_half"]
-    config = RetrainedConfig(settings=("real:120", "mixed:120@0.5", "synthetic:100"), seeds=(0,), epochs=2,
+    config = RetrainedConfig(settings=("real:120", "mixed:120@0.4", "synthetic:100"), seeds=(0,), epochs=2,
                              **FAST)
     reference = run_retrained_stage(real, half, config, model_name="m", results_dir=tmp_path / "uninterrupted")
-    assert reference.trained == ["real_r120_s0_seed0", "mixed_r60_s60_seed0", "synthetic_r0_s100_seed0"]
+    assert reference.trained == ["real_r120_s0_seed0", "mixed_r72_s48_seed0", "synthetic_r0_s100_seed0"]
 
     original = retrained._train_unit
     calls: list[str] = []
@@ -481,7 +729,7 @@ def test_an_interrupted_sweep_resumes_with_the_missing_units_only(data: dict, tm
         run_retrained_stage(real, half, config, model_name="m", results_dir=tmp_path / "interrupted")
     runs = list((tmp_path / "interrupted" / "runs").iterdir())
     assert len(runs) == 1 and [p.parent.name for p in runs[0].glob("units/*/done.json")] == ["real_r120_s0_seed0"]
-    assert not (runs[0] / "units" / "mixed_r60_s60_seed0" / "done.json").exists()
+    assert not (runs[0] / "units" / "mixed_r72_s48_seed0" / "done.json").exists()
     partial = read_results("utility_retrained", tmp_path / "interrupted")
     assert set(partial["setting"]) == {"real"} and set(partial["seed"]) == {"0"}  # the finished unit's rows
 
@@ -489,7 +737,7 @@ def test_an_interrupted_sweep_resumes_with_the_missing_units_only(data: dict, tm
     monkeypatch.setattr(retrained, "_train_unit", lambda unit, *a, **k: calls.append(unit.id) or original(unit, *a,
                                                                                                             **k))
     resumed = run_retrained_stage(real, half, config, model_name="m", results_dir=tmp_path / "interrupted")
-    assert calls == ["mixed_r60_s60_seed0", "synthetic_r0_s100_seed0"]
+    assert calls == ["mixed_r72_s48_seed0", "synthetic_r0_s100_seed0"]
     assert resumed.resumed == ["real_r120_s0_seed0"] and resumed.run_folder == runs[0]
     pd.testing.assert_frame_equal(_comparable(resumed.table), _comparable(reference.table), check_exact=False,
                                   rtol=1e-9)
@@ -531,3 +779,39 @@ def test_a_setting_spec_label_round_trips() -> None:
     for text in ("real:all", "synthetic:0.5", "real+synthetic:100+5500", "mixed:1100@0.3"):
         assert parse_settings(text)[0].label == text
     assert SettingSpec("mixed", real=Size(count=10), mix_fraction=0.5).label == "mixed:10@0.5"
+
+
+# ------------------------------------------------------------------------------------------------ the demo's control
+
+
+@pytest.mark.slow
+def test_the_demos_label_blind_negative_control_stays_at_chance_while_faithful_does_not(demo_results) -> None:
+    # The retrained demo trains the label-blind generator's images alone (3 seeds) beside the faithful sweep, on
+    # the session demo's data and results (units it already trained are resumed, not trained again). Measured (demo
+    # seed 0), synthetic:200 real-test AUROC mean over seeds [95% CI]: label-blind normal 0.42 [0.31, 0.54],
+    # cardiomegaly 0.46 [0.30, 0.61], soft tissue mass 0.58 [0.45, 0.70], effusion 0.48 [0.36, 0.59] (mean 0.481;
+    # against real:200 -0.23 to -0.52, Holm p < 0.01 every class); faithful (2 seeds) normal 0.81 [0.71, 0.88],
+    # cardiomegaly 1.00 [0.95, 1.00], mass 0.81 [0.70, 0.89], effusion 0.95 [0.88, 0.99] (mean 0.893).
+    from benchmark.demo import DemoData, run_demo_retrained
+    from benchmark.synthetic import read_synthetic_set
+
+    synthetic = demo_results.demo_dir / "synthetic"
+    demo = DemoData(demo_results.demo_dir / "real" / "split.csv", None, {},
+                    faithful_train=read_synthetic_set(synthetic / "faithful_train"),
+                    label_blind_train=read_synthetic_set(synthetic / "label_blind_train"))
+    outcomes = run_demo_retrained(read_split_csv(demo.split_csv), demo, results_dir=demo_results.results_dir,
+                                  say=lambda *_: None)
+    assert outcomes["demo-faithful"].trained == []  # the session's demo trained the faithful sweep
+
+    def synthetic_only(name: str) -> pd.DataFrame:
+        summary = outcomes[name].summary
+        return summary[summary["setting_spec"] == "synthetic:200"].set_index("class")
+
+    blind, faithful = synthetic_only("demo-label-blind"), synthetic_only("demo-faithful")
+    assert set(blind.index) == set(faithful.index) == set(FINDINGS)
+    assert (blind["n_seeds"] == 3).all() and (blind["auroc_ci_low"] <= 0.5).all() and (blind["auroc_ci_high"]
+                                                                                      >= 0.5).all(), blind
+    assert abs(blind["auroc"].mean() - 0.5) < 0.1
+    assert (faithful["auroc_ci_low"] > 0.6).all() and faithful["auroc"].mean() > 0.8, faithful
+    assert (blind.loc[list(RELIABLE), "auroc_vs_real"] == "significantly worse").all()
+    assert not (blind["auroc_vs_real"] == "significantly better").any()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.data import DataError
+from benchmark.data import DataError, image_files_under
 from benchmark.splits.common import (
     DEFAULT_FRACTIONS,
     DEFAULT_PROMPT_TEMPLATE,
@@ -17,8 +17,6 @@ from benchmark.splits.common import (
     template_prompts,
     uncertain_label,
 )
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 
 
 def parse_label_mapping(spec: str | Sequence[str]) -> list[tuple[str, str]]:
@@ -118,9 +116,9 @@ def build_folder_split(
     classes = [d.name for d in class_dirs]
     rows: list[tuple[str, str, int]] = []
     for j, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files_under(class_dir)
         if not files:
-            raise DataError(f"{class_dir}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"{class_dir}: class folder has no images (PNG, JPEG, TIFF, BMP, WebP, ...)")
         for path in files:
             patient = path.stem
             if pattern:

@@ -29,7 +29,7 @@ METADATA_FILENAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 FRONTAL_PROJECTIONS: tuple[str, ...] = ("PA", "AP", "AP_horizontal")
 NORMAL = "normal"
 _COLUMNS = ("ImageID", "ImageDir", "PatientID", "Projection", "Labels", "PatientBirth", "StudyDate_DICOM",
-            "PatientSex_DICOM")
+            "PatientSex_DICOM", "MethodLabel")
 
 
 def default_metadata_path() -> Path:
@@ -75,6 +75,10 @@ def parse_labels(text: Any) -> list[str]:
         if label and label not in labels:
             labels.append(label)
     return labels
+
+
+#: PadChest's MethodLabel values -> the split's ``label_source``
+LABEL_SOURCES: dict[str, str] = {"Physician": "physician", "RNN_model": "labeller"}
 
 
 @dataclass
@@ -165,6 +169,9 @@ def build_padchest_split(
         "sex": frame.get("PatientSex_DICOM", pd.Series([""] * len(frame))).fillna("").astype(str),
         "age": ages.map(lambda a: "" if pd.isna(a) else str(int(a))),
         "source": "padchest",
+        # PadChest's MethodLabel: 27% of the labels were read by a physician, the rest by a report labeller
+        "label_source": frame.get("MethodLabel", pd.Series([""] * len(frame))).fillna("").astype(str)
+        .map(lambda m: LABEL_SOURCES.get(m, m.lower())),
     }
     out = labelled_frame(base, labels, classes, fractions, seed, class_label_rule)
     return PadChestSplit(out, classes, dropped)
