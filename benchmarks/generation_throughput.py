@@ -1,4 +1,4 @@
-"""Generation throughput: the harness's generation (``benchmark.generate``) against the plain diffusers call.
+"""Generation throughput: the harness's generation (``benchmark.generation.generate``) against the plain diffusers call.
 
 Builds a Stable-Diffusion-shaped pipeline from config and saves it (``--unet sd15``: SD-1.5's UNet, VAE and CLIP
 text-encoder sizes; ``--unet tiny``: the demo's tiny one). Then, in one process, with the same settings (prompts,
@@ -6,7 +6,7 @@ steps, guidance, size, batch size, one CPU generator per image, torch thread cou
 
 1. **plain**: ``DiffusionPipeline.from_pretrained`` and ``pipe(prompt=[...], generator=[...], ...)`` per batch, each
    image saved as PNG -- what a user's own script does;
-2. **harness**: :func:`benchmark.generate.generate` (prompt CSV in; plan, token report, PNGs, part files,
+2. **harness**: :func:`benchmark.generation.generate.generate` (prompt CSV in; plan, token report, PNGs, part files,
    ``synthetic.csv`` and ``manifest.json`` out).
 
 Each is run for ``--images`` and for twice as many; the steady-state rate is the extra images over the extra time,
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of both paths (tqdm reads it at each bar)
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from benchmark.generate import GenerationConfig, generate
+from benchmark.generation.generate import GenerationConfig, generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["PA chest x-ray showing soft tissue mass in the right upper lobe", "PA chest x-ray, normal study",
@@ -51,7 +51,7 @@ def build_sd15_sized(folder: Path) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from benchmark.demo_models import train_clip_tokenizer
+    from benchmark.demo.models import train_clip_tokenizer
 
     tokenizer = train_clip_tokenizer(PROMPTS * 3, folder / "_tok")
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072,
@@ -109,12 +109,12 @@ def harness_seconds(model: Path, csv: Path, out: Path, args: argparse.Namespace,
 
 
 def launched_seconds(model: Path, csv: Path, out: Path, args: argparse.Namespace, processes: int) -> float:
-    """Wall time of ``accelerate launch --num_processes N -m benchmark.generate`` (start-up included)."""
+    """Wall time of ``accelerate launch --num_processes N -m benchmark.generation.generate`` (start-up included)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if processes > 1:
         command.append("--multi_gpu")
-    command += ["-m", "benchmark.generate", "--model", str(model), "--prompts", str(csv), "--out", str(out),
+    command += ["-m", "benchmark.generation.generate", "--model", str(model), "--prompts", str(csv), "--out", str(out),
                 "--steps", str(args.steps), "--guidance", str(args.guidance), "--height", str(args.size),
                 "--width", str(args.size), "--batch-size", str(args.batch_size)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.unet == "sd15":
             model = build_sd15_sized(tmp)
         else:
-            from benchmark.demo_models import build_text_to_image
+            from benchmark.demo.models import build_text_to_image
 
             model = build_text_to_image(tmp / "pipeline", PROMPTS * 3, image_size=args.size)
         csvs = {n: prompts_csv(tmp, n) for n in (args.images, 2 * args.images)}

@@ -1,10 +1,10 @@
 """Re-identification scoring throughput against the bare backbone forward, and the best-match search at scale.
 
-1. Scoring: images/s of :meth:`benchmark.privacy.SiameseReID.embed` (input conversion, backbone, embedding head,
-   sigmoid) through :func:`benchmark.privacy.embed_images`, against the bare torchvision backbone's forward on the
+1. Scoring: images/s of :meth:`benchmark.privacy.reid.SiameseReID.embed` (input conversion, backbone, embedding head,
+   sigmoid) through :func:`benchmark.privacy.reid.embed_images`, against the bare torchvision backbone's forward on the
    already-converted 3-channel batch, in the same process, same batch size and threads (goal: ratio >= 0.8).
 2. Search: every query embedding's nearest training embedding and that pair's probability
-   (:func:`benchmark.privacy.best_matches`) for N queries x M references of F dims, with time and the process's
+   (:func:`benchmark.privacy.reid.best_matches`) for N queries x M references of F dims, with time and the process's
    peak resident memory (and the CUDA peak on a GPU) during the search; ``--search-n 75000`` is the 75,000 x 75,000
    case. Above ``--full-up-to`` only ``--partial-queries`` queries run against all M references and the full time
    is extrapolated (labelled). Memory is bounded by the blocks, not by N x M.
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nn_scale import measure
 
-from benchmark.fidelity import resolve_device
-from benchmark.privacy import ARCHITECTURES, SiameseReID, best_matches, embed_images
+from benchmark.fidelity.distances import resolve_device
+from benchmark.privacy.reid import ARCHITECTURES, SiameseReID, best_matches, embed_images
 
 
 def _rate(step, n_images: int, repeats: int) -> float:

@@ -2,9 +2,9 @@
 
 Full paths, as the stages run them on PNG files on disk:
 
-* **scoring** (pretrained-classifier utility): :func:`benchmark.scoring.score_images` -- decode, xrv
+* **scoring** (pretrained-classifier utility): :func:`benchmark.models.scoring.score_images` -- decode, xrv
   normalisation, centre crop, resize, range check, DataLoader workers, classifier forward;
-* **features** (image quality, "FID (XRV)"): :func:`benchmark.features.extract_features` with the xrv extractor
+* **features** (image quality, "FID (XRV)"): :func:`benchmark.fidelity.features.extract_features` with the xrv extractor
   -- file hashing, cache lookup, decode, preprocessing, workers, ``features2`` forward, cache write; then the same
   call again, which must compute nothing (every image's features are computed once for all metrics).
 
@@ -32,9 +32,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.classifiers import place_in_xrv_cache
-from benchmark.features import extract_features, load_extractor
-from benchmark.scoring import score_images
+from benchmark.fidelity.features import extract_features, load_extractor
+from benchmark.models.classifiers import place_in_xrv_cache
+from benchmark.models.scoring import score_images
 
 WEIGHTS = "densenet121-res224-all"
 

@@ -1,4 +1,4 @@
-"""Training throughput (images/s) of DenseNet-121 through ``benchmark.training.train_classifier`` against a bare
+"""Training throughput (images/s) of DenseNet-121 through ``benchmark.models.training.train_classifier`` against a bare
 forward + backward + optimiser loop in the same process, and their ratio.
 
 Both train the same xrv DenseNet-121 on the same random images ``(N, 1, S, S)`` with the same batch size, optimiser
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.training import TrainConfig, make_densenet, masked_bce, train_classifier
+from benchmark.models.training import TrainConfig, make_densenet, masked_bce, train_classifier
 
 
 def harness_seconds(images: torch.Tensor, labels: np.ndarray, epochs: int, args: argparse.Namespace,

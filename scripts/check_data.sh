@@ -3,4 +3,4 @@
 # Usage: ./scripts/check_data.sh CSV [--image-root DIR] [--workers N]   (or REAL_CSV=..., IMAGE_ROOT=...)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$PYTHON" -m benchmark.check_data "$@"
+exec "$PYTHON" -m benchmark.data.check_data "$@"

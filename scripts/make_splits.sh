@@ -3,4 +3,4 @@
 # Reads CLASSES, SEED and IMAGE_ROOT from the environment as defaults; flags win.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$PYTHON" -m benchmark.make_splits "$@"
+exec "$PYTHON" -m benchmark.data.make_splits "$@"

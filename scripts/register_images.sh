@@ -3,4 +3,4 @@
 # Usage: ./scripts/register_images.sh --images FOLDER --out DIR [--labels CSV --file-col C] [--model-name NAME]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$PYTHON" -m benchmark.register_images "$@"
+exec "$PYTHON" -m benchmark.data.register_images "$@"

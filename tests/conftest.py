@@ -70,7 +70,7 @@ class DemoRun:
 @pytest.fixture(scope="session")
 def demo_results(tmp_path_factory: pytest.TempPathFactory, session_assets: Path) -> DemoRun:
     """The demo run once per session: ``utility_metrics`` with no split, no set and no stage (every stage)."""
-    from benchmark.utility_metrics import main
+    from benchmark.utility.cli import main
 
     root = tmp_path_factory.mktemp("demo_run")
     output = io.StringIO()

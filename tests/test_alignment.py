@@ -1,4 +1,4 @@
-"""Text-image alignment (``benchmark.alignment``) and its rows from the privacy stage.
+"""Text-image alignment (``benchmark.privacy.alignment``) and its rows from the privacy stage.
 
 The vision-language model is a tiny untrained ``CLIPModel`` (32 px ViT, 2-layer text encoder, a BPE vocabulary
 trained on the prompts in-process), saved with ``save_pretrained`` together with its ``CLIPProcessor`` and loaded
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import alignment
+from benchmark.core.results import read_results
 from benchmark.data import DataError
-from benchmark.demo_models import train_clip_tokenizer
-from benchmark.phantoms import FINDINGS
-from benchmark.privacy_metrics import main
-from benchmark.results import read_results
+from benchmark.demo.models import train_clip_tokenizer
+from benchmark.demo.phantoms import FINDINGS
+from benchmark.privacy import alignment
+from benchmark.privacy.cli import main
 from tests.test_privacy import stage  # noqa: F401  (the phantom split and synthetic set, module-scoped)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

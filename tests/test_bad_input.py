@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmark.data import DataError
-from benchmark.synthetic import read_synthetic_set, write_synthetic_set
+from benchmark.data.synthetic import read_synthetic_set, write_synthetic_set
 
 
 def _synthetic_without_classes(folder: Path, labels: list[str]) -> Path:
@@ -47,7 +47,7 @@ def test_valid_synthetic_labels_read_as_one_zero_and_unknown(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("spelling", ["PadChest", "pad chest", "PAD_CHEST", "BIMCV-PadChest", "Hospital San Juan"])
 def test_the_leakage_guard_recognises_the_usual_spellings_of_a_dataset(spelling: str) -> None:
-    from benchmark.leakage import LeakageError, check_leakage
+    from benchmark.data.leakage import LeakageError, check_leakage
 
     with pytest.raises(LeakageError, match="includes the split's dataset \\(padchest\\)"):
         check_leakage(spelling, "densenet121-res224-pc", ("padchest",))
@@ -55,7 +55,7 @@ def test_the_leakage_guard_recognises_the_usual_spellings_of_a_dataset(spelling:
 
 @pytest.mark.parametrize("name", ["NIH ChestX-ray 14 (mine)", "St Elsewhere"])
 def test_a_dataset_name_the_guard_does_not_know_stops_the_run_instead_of_passing_as_no_leakage(name: str) -> None:
-    from benchmark.leakage import LeakageError, check_leakage
+    from benchmark.data.leakage import LeakageError, check_leakage
 
     with pytest.raises(LeakageError, match=r"not one the guard knows \(nih, padchest, .*--allow-leakage"):
         check_leakage(name, "densenet121-res224-nih", ("nih",))
@@ -64,7 +64,7 @@ def test_a_dataset_name_the_guard_does_not_know_stops_the_run_instead_of_passing
 
 
 def test_the_csv_split_builder_checks_dataset_against_the_same_list(tmp_path: Path) -> None:
-    from benchmark.make_splits import main as make_splits_main
+    from benchmark.data.make_splits import main as make_splits_main
 
     source = tmp_path / "labels.csv"
     pd.DataFrame({"file": [f"{i}.png" for i in range(10)], "pid": [f"p{i}" for i in range(10)],
@@ -84,7 +84,7 @@ def test_every_format_the_loader_decodes_is_registered_and_other_files_stop_the_
                                                                                            capsys) -> None:
     from PIL import Image
 
-    from benchmark.register_images import main as register_main
+    from benchmark.data.register_images import main as register_main
 
     images = tmp_path / "imgs"
     images.mkdir()
@@ -141,7 +141,7 @@ def test_a_patient_id_with_surrounding_spaces_is_the_same_patient(tmp_path: Path
 def test_an_image_over_the_pixel_limit_is_named_and_the_others_are_still_listed(tmp_path: Path, capsys) -> None:
     from PIL import Image
 
-    from benchmark.check_data import main as check_main
+    from benchmark.data.check_data import main as check_main
 
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "small.png")
@@ -162,7 +162,7 @@ def test_an_unreadable_image_in_a_dataloader_worker_arrives_as_the_same_clear_er
     from PIL import Image
 
     from benchmark.data import ImageLoadError
-    from benchmark.scoring import score_images
+    from benchmark.models.scoring import score_images
 
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
@@ -179,7 +179,7 @@ def test_an_unreadable_image_in_a_dataloader_worker_arrives_as_the_same_clear_er
 
 
 def test_an_unwritable_results_folder_or_corrupt_csv_is_found_before_any_work(tmp_path: Path) -> None:
-    from benchmark.results import ResultsFileError, check_writable
+    from benchmark.core.results import ResultsFileError, check_writable
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -195,7 +195,7 @@ def test_an_unwritable_results_folder_or_corrupt_csv_is_found_before_any_work(tm
 
 def test_the_image_quality_stage_stops_on_a_corrupt_results_csv_before_extracting_features(tmp_path: Path,
                                                                                            capsys) -> None:
-    from benchmark.image_quality_metrics import main as iq_main
+    from benchmark.fidelity.cli import main as iq_main
 
     results = tmp_path / "results"
     results.mkdir()
@@ -207,7 +207,7 @@ def test_the_image_quality_stage_stops_on_a_corrupt_results_csv_before_extractin
 
 
 def test_a_failed_shared_write_keeps_the_runs_own_copy_and_says_where(tmp_path: Path, monkeypatch) -> None:
-    from benchmark import results as store
+    from benchmark.core import results as store
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -224,7 +224,7 @@ def test_a_failed_shared_write_keeps_the_runs_own_copy_and_says_where(tmp_path: 
 
 
 def test_a_key_duplicated_by_hand_is_refused_naming_both_lines(tmp_path: Path) -> None:
-    from benchmark.results import ResultsFileError, read_results, upsert_rows
+    from benchmark.core.results import ResultsFileError, read_results, upsert_rows
 
     upsert_rows("image_quality_metrics", [{"model_name": "a", "extra_info": "", "feature_extractor": "x",
                                            "class": "overall", "fid": 1.0}], results_dir=tmp_path)
@@ -242,7 +242,7 @@ def test_temp_files_of_killed_writers_are_removed_on_the_next_write(tmp_path: Pa
     import os
     import time
 
-    from benchmark.results import upsert_rows
+    from benchmark.core.results import upsert_rows
 
     row = {"model_name": "a", "extra_info": "", "feature_extractor": "x", "class": "overall"}
     upsert_rows("image_quality_metrics", [row], results_dir=tmp_path)
@@ -256,7 +256,7 @@ def test_temp_files_of_killed_writers_are_removed_on_the_next_write(tmp_path: Pa
 
 @pytest.mark.parametrize(("flag", "value"), [("--n", "0"), ("--k", "0"), ("--kid-subsets", "0")])
 def test_image_quality_options_out_of_range_are_clear_errors(tmp_path: Path, capsys, flag: str, value: str) -> None:
-    from benchmark.image_quality_metrics import main as iq_main
+    from benchmark.fidelity.cli import main as iq_main
 
     assert iq_main(["--real", str(tmp_path / "s.csv"), "--synthetic", str(tmp_path), "--results-dir",
                     str(tmp_path / "r"), flag, value]) == 2
@@ -265,8 +265,8 @@ def test_image_quality_options_out_of_range_are_clear_errors(tmp_path: Path, cap
 
 
 def test_a_pipeline_folder_with_a_missing_weights_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    from benchmark.demo_models import build_class_conditional
-    from benchmark.generate import main as generate_main
+    from benchmark.demo.models import build_class_conditional
+    from benchmark.generation.generate import main as generate_main
 
     model = build_class_conditional(tmp_path / "cc", num_classes=2, image_size=8)
     for weights in (model / "unet").glob("diffusion_pytorch_model.*"):

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.phantoms import FINDINGS
-from benchmark.results import read_results
-from benchmark.stats import SIGNAL_ALPHA
-from benchmark.utility_metrics import RANKING_RULE, main
+from benchmark.core.results import read_results
+from benchmark.core.stats import SIGNAL_ALPHA
+from benchmark.demo.phantoms import FINDINGS
+from benchmark.utility.cli import RANKING_RULE, main
 from tests.conftest import REPO_ROOT, assert_rows_close
 
 DEMO_MODELS = {"demo-faithful", "demo-label-blind", "demo-untrained-ddpm"}
@@ -58,7 +58,7 @@ def test_demo_pretrained_rows_are_identical_with_one_thread_and_two_workers(demo
            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for variable in ("REAL_CSV", "SYNTHETIC_DIR", "MODEL_NAME", "RESULTS_DIR", "EXTRA_INFO", "CLASSES"):
         env.pop(variable, None)
-    done = subprocess.run([sys.executable, "-m", "benchmark.utility_metrics", "--demo-dir", str(tmp_path / "demo"),
+    done = subprocess.run([sys.executable, "-m", "benchmark.utility.cli", "--demo-dir", str(tmp_path / "demo"),
                            "--results-dir", str(tmp_path / "results"), "--stage", "pretrained", "--num-workers", "2"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

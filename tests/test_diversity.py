@@ -1,4 +1,5 @@
-"""Diversity (benchmark.diversity): MS-SSIM within prompts and across random pairs, the real set's value beside it."""
+"""Diversity (benchmark.fidelity.diversity): MS-SSIM within prompts and across random pairs, the real set's value
+beside it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from benchmark.diversity import (
+from benchmark.demo.phantoms import make_phantom_images
+from benchmark.fidelity.diversity import (
     MSSSIM_BETAS,
     diversity_metrics,
     msssim_betas,
@@ -20,7 +22,6 @@ from benchmark.diversity import (
     random_pairs,
     same_prompt_pairs,
 )
-from benchmark.phantoms import make_phantom_images
 from tests.conftest import write_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""Feature extraction (benchmark.features): extractors built through their real loaders, and the feature cache.
+"""Feature extraction (benchmark.fidelity.features): extractors built through their real loaders, and the feature cache.
 
 The xrv DenseNet is random-initialised with a fixed seed, saved where torchxrayvision's loader looks for the
 ``densenet121-res224-all`` weights in a temporary cache, and loaded through that loader (no download). It runs at
@@ -20,15 +20,15 @@ import pytest
 import torch
 import torchxrayvision as xrv
 
-from benchmark.classifiers import place_in_xrv_cache
 from benchmark.data import ImageLoadError, load_image
-from benchmark.features import (
+from benchmark.data.preprocess import xrv_input
+from benchmark.fidelity.features import (
     ExtractorUnavailableError,
     FeatureExtractor,
     extract_features,
     load_extractor,
 )
-from benchmark.preprocess import xrv_input
+from benchmark.models.classifiers import place_in_xrv_cache
 from tests.conftest import REPO_ROOT, write_png
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -208,7 +208,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.features import extract_features, load_extractor, process_state
+from benchmark.fidelity.features import extract_features, load_extractor, process_state
 
 torch.set_num_threads(1)
 root = Path(sys.argv[1])

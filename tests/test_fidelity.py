@@ -1,4 +1,4 @@
-"""Fidelity metrics (benchmark.fidelity) against straightforward reference formulas on small data.
+"""Fidelity metrics (benchmark.fidelity.distances) against straightforward reference formulas on small data.
 
 References are written out in full here: scipy's ``sqrtm`` for FID, full distance matrices for nearest neighbours
 and PRDC (Naeem et al. 2020's formulas), explicit kernel sums for KID, and the jackknife replicates recomputed from
@@ -14,7 +14,8 @@ import scipy.stats
 import torch
 from scipy.spatial.distance import cdist
 
-from benchmark.fidelity import (
+from benchmark.core.stats import clustered_proportion_ci
+from benchmark.fidelity.distances import (
     balanced_groups,
     chunked_knn,
     coverage_interval,
@@ -34,7 +35,6 @@ from benchmark.fidelity import (
     subsample_indices,
     wilson_interval,
 )
-from benchmark.stats import clustered_proportion_ci
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Every fidelity interval has its coverage: seeded simulations of the methods in benchmark.fidelity.
+"""Every fidelity interval has its coverage: seeded simulations of the methods in benchmark.fidelity.distances.
 
 Features are Gaussian (real N(0, I), synthetic shifted and rescaled, so the population Fréchet distance is known in
 closed form), optionally with patients / prompt rows of 3 correlated images (intra-cluster correlation 0.5). Each
@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.fidelity import (
+from benchmark.core.stats import clustered_proportion_ci
+from benchmark.fidelity.distances import (
     coverage_interval,
     density_interval,
     fid,
@@ -23,7 +24,6 @@ from benchmark.fidelity import (
     kid_interval,
     prdc,
 )
-from benchmark.stats import clustered_proportion_ci
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,8 +17,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from benchmark.data import load_image
-from benchmark.features import extract_features
-from benchmark.fidelity import fid
+from benchmark.fidelity.distances import fid
+from benchmark.fidelity.features import extract_features
 from tests.conftest import shared_data, write_png
 from tests.test_features import random_xrv_extractor
 

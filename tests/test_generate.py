@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from benchmark.data import DataError
-from benchmark.demo_models import build_class_conditional, build_text_to_image
-from benchmark.generate import GenerationConfig, generate, image_seed, load_prompts, main, write_index
-from benchmark.synthetic import read_synthetic_set
+from benchmark.data.synthetic import read_synthetic_set
+from benchmark.demo.models import build_class_conditional, build_text_to_image
+from benchmark.generation.generate import GenerationConfig, generate, image_seed, load_prompts, main, write_index
 from tests.conftest import REPO_ROOT, shared_data
 
 CLASSES = ["normal", "cardiomegaly", "soft tissue mass"]
@@ -163,7 +163,7 @@ def test_generate_sh_shows_a_refused_row_without_the_launchers_traceback(process
 
 
 def test_killed_run_restarted_gives_the_identical_set(models, split_csv, tmp_path) -> None:
-    command = [sys.executable, "-m", "benchmark.generate", "--model", str(models["cc"]), "--prompts",
+    command = [sys.executable, "-m", "benchmark.generation.generate", "--model", str(models["cc"]), "--prompts",
                str(split_csv), "--steps", "40", "--images-per-prompt", "2", "--batch-size", "1"]
     reference = tmp_path / "reference"
     subprocess.run([*command, "--out", str(reference)], check=True, capture_output=True, timeout=300, cwd=REPO_ROOT)

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark import tiny_pipelines
-from benchmark.generate import main
+from benchmark.demo import tiny_pipelines
+from benchmark.generation.generate import main
 
 WORDS = ["clear", "lungs", "normal", "heart", "size", "no", "focal", "consolidation"]
 TAILS = ("pleural effusion", "small pneumothorax")
@@ -241,7 +241,7 @@ def test_class_conditional_guidance_with_a_null_class(models, tmp_path) -> None:
 
 
 def test_class_conditional_without_null_class_refuses_guidance_and_negative_prompts(tmp_path, capsys) -> None:
-    from benchmark.demo_models import build_class_conditional
+    from benchmark.demo.models import build_class_conditional
 
     model = build_class_conditional(tmp_path / "cc", num_classes=3)
     labels = {"class_label": ["1"]}

@@ -1,4 +1,4 @@
-"""Specification of benchmark.generator_training: the record of what a generator saw, and the overlap check."""
+"""Specification of benchmark.data.generator_training: the record of what a generator saw, and the overlap check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from benchmark.data import DataError, read_split_csv
-from benchmark.generator_training import (
+from benchmark.data.generator_training import (
     GeneratorOverlapError,
     check_generator_overlap,
     record_from_arguments,

@@ -1,4 +1,4 @@
-"""The image-quality stage end to end (``python -m benchmark.image_quality_metrics``, what the script runs).
+"""The image-quality stage end to end (``python -m benchmark.fidelity.cli``, what the script runs).
 
 Real data: the phantom demo split (60 patients, 32 px). Synthetic set: 40 phantoms of new patients plus exact
 copies of 4 training images, in the SPEC §2 layout. Features: a seeded random-init xrv DenseNet placed in a
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark.image_quality_metrics import main
-from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
-from benchmark.results import read_results
+from benchmark.core.results import read_results
+from benchmark.demo.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
+from benchmark.fidelity.cli import main
 from tests.test_features import place_random_xrv
 
 FAST = ["--image-size", "32", "--jackknife-groups", "10", "--kid-subsets", "10", "--kid-subset-size", "20",

@@ -1,4 +1,5 @@
-"""Memorisation check (benchmark.memorisation): planted copies of training images are found, new patients are not.
+"""Memorisation check (benchmark.fidelity.memorisation): planted copies of training images are found, new patients
+are not.
 
 Training set: 160 phantom images of 80 patients (64 px PNGs). Synthetic set: exact, left-right flipped and
 2-pixel-shifted copies of training images, and phantoms of 12 new patients. Features come from a seeded random-init
@@ -15,9 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark.features import extract_features, load_extractor
-from benchmark.fidelity import wilson_interval
-from benchmark.memorisation import (
+from benchmark.demo.phantoms import make_phantom_images
+from benchmark.fidelity.distances import wilson_interval
+from benchmark.fidelity.features import extract_features, load_extractor
+from benchmark.fidelity.memorisation import (
     aligned_pixel_neighbours,
     calibrate,
     memorisation_check,
@@ -25,7 +27,6 @@ from benchmark.memorisation import (
     summary_row,
     write_report,
 )
-from benchmark.phantoms import make_phantom_images
 from tests.conftest import write_png
 from tests.test_features import random_xrv_extractor
 

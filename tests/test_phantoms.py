@@ -1,4 +1,4 @@
-"""Specifications for the procedural chest-X-ray phantoms behind the built-in demo data (benchmark.phantoms)."""
+"""Specifications for the procedural chest-X-ray phantoms behind the built-in demo data (benchmark.demo.phantoms)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from benchmark.phantoms import (
+from benchmark.demo.phantoms import (
     FINDINGS,
     PatientAnatomy,
     make_phantom_images,
@@ -225,7 +225,7 @@ def test_write_demo_dataset_writes_pngs_split_csv_and_sidecar(tmp_path):
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(p.split("/")[1] for p in frame["image_path"])
     sidecar = json.loads((out / "split.csv.json").read_text())
     assert sidecar["dataset"] == "demo" and sidecar["classes"] == list(FINDINGS) and sidecar["seed"] == 5
-    assert sidecar["generator"] == "benchmark.phantoms"
+    assert sidecar["generator"] == "benchmark.demo.phantoms"
     assert not list(out.glob("*.tmp"))
 
 

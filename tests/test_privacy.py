@@ -1,4 +1,4 @@
-"""Patient re-identification (``benchmark.privacy``) and its stage (``python -m benchmark.privacy_metrics``).
+"""Patient re-identification (``benchmark.privacy.reid``) and its stage (``python -m benchmark.privacy.cli``).
 
 Real data: the phantom demo split (80 patients, 3 images each, 32 px; a phantom patient keeps its anatomy across
 images, so re-identification is learnable). Synthetic set: 30 phantoms of new patients plus exact copies of 12
@@ -17,9 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmark.core.results import read_results
+from benchmark.core.stats import wilson_interval
 from benchmark.data import DataError, read_split_csv
-from benchmark.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
-from benchmark.privacy import (
+from benchmark.data.synthetic import read_synthetic_set
+from benchmark.demo.phantoms import FINDINGS, make_phantom_images, write_demo_dataset
+from benchmark.privacy.cli import main, synthetic_sources
+from benchmark.privacy.reid import (
     SiameseReID,
     best_matches,
     embed_images,
@@ -31,10 +35,6 @@ from benchmark.privacy import (
     verification_pairs,
     verify,
 )
-from benchmark.privacy_metrics import main, synthetic_sources
-from benchmark.results import read_results
-from benchmark.stats import wilson_interval
-from benchmark.synthetic import read_synthetic_set
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 COPIED = tuple(range(0, 36, 3))  # train rows (positions among the split's train rows) planted as copies

@@ -1,4 +1,4 @@
-"""The prompt-matched re-identification design (``benchmark.privacy``): who each synthetic image is compared with,
+"""The prompt-matched re-identification design (``benchmark.privacy.reid``): who each synthetic image is compared with,
 and seeded simulations of its test's level and power and of its intervals' coverage.
 
 The simulations draw same-patient probabilities directly (no images): calibration pairs of real different patients
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from benchmark.privacy import (
+from benchmark.core.stats import clustered_proportion_ci
+from benchmark.privacy.reid import (
     SOURCE_IMAGE,
     SOURCE_PATIENT,
     calibration_pairs,
@@ -28,7 +29,6 @@ from benchmark.privacy import (
     share_above,
     threshold_bootstrap,
 )
-from benchmark.stats import clustered_proportion_ci
 
 CAL_SD = math.sqrt(0.5**2 + 1.0)  # calibration logit: patient effect SD 0.5 + pair noise SD 1
 SYN_SD = math.sqrt(0.7**2 + 0.5**2 + 1.0)  # synthetic logit: image 0.7 + source patient 0.5 + pair noise 1

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from benchmark.data import DataError
-from benchmark.register_images import main, register_images
-from benchmark.synthetic import read_synthetic_set
+from benchmark.data.register_images import main, register_images
+from benchmark.data.synthetic import read_synthetic_set
 from tests.conftest import write_png
 
 

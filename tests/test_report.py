@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from benchmark.core.results import read_results
 from benchmark.report import SECTIONS, build_report, main
-from benchmark.results import read_results
 
 DEMO_MODELS = ("demo-faithful", "demo-label-blind", "demo-untrained-ddpm")
 TABLES = ("utility_pretrained", "utility_retrained", "image_quality_metrics")
@@ -295,6 +295,6 @@ def test_the_html_page_opens_in_headless_chromium_without_errors(demo_report, tm
 def test_retrained_table_columns_are_the_stages_own() -> None:
     # The report names them without importing the (torch-heavy) stage module; this keeps the two in step.
     from benchmark.report import RETRAINED_METRICS
-    from benchmark.utility_retrained import TABLE_METRICS
+    from benchmark.utility.retrained import TABLE_METRICS
 
     assert tuple(RETRAINED_METRICS) == tuple(TABLE_METRICS)

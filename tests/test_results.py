@@ -1,4 +1,4 @@
-"""Specification of the results store (benchmark.results) and provenance stamping (benchmark.provenance)."""
+"""Specification of the results store (benchmark.core.results) and provenance stamping (benchmark.core.provenance)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from benchmark import __version__
-from benchmark.provenance import (
+from benchmark.core.provenance import (
     PROVENANCE_COLUMNS,
     config_hash,
     environment_lock,
@@ -28,7 +28,7 @@ from benchmark.provenance import (
     package_versions,
     provenance,
 )
-from benchmark.results import (
+from benchmark.core.results import (
     RESULT_TABLES,
     ResultsFileError,
     read_results,
@@ -336,7 +336,7 @@ def test_package_versions_reads_metadata_without_importing():
         "version_python",
     }
     assert all(isinstance(v, str) and v for v in versions.values())
-    code = "import sys, benchmark.provenance as p; p.package_versions(); print('torch' in sys.modules)"
+    code = "import sys, benchmark.core.provenance as p; p.package_versions(); print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr
 
@@ -442,7 +442,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from benchmark.results import upsert_rows
+    from benchmark.core.results import upsert_rows
     out, worker, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     Path(f"{go}.ready{worker}").touch()
     while not go.exists():

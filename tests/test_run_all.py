@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.results import read_results, table_path
-from benchmark.run_all import RUN_ALL_TABLES, STAGES, ConfigError, Runner, args_to_argv, load_config
+from benchmark.core.results import read_results, table_path
+from benchmark.pipeline.run_all import RUN_ALL_TABLES, STAGES, ConfigError, Runner, args_to_argv, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "scripts" / "run_all.sh"
@@ -169,7 +169,7 @@ def test_deleted_result_rows_rerun_their_stage(demo: DemoRun, changed) -> None:
 
 @pytest.mark.slow
 def test_environment_alone_configures_a_run_with_given_split_and_set(demo: DemoRun, tmp_path: Path) -> None:
-    from benchmark.demo import demo_classifier_dir
+    from benchmark.demo.run import demo_classifier_dir
 
     env = {"REAL_CSV": str(demo.work / "real" / "split.csv"), "SYNTHETIC_DIR": str(demo.work / "synthetic"),
            "MODEL_NAME": "env-only", "CLASSIFIER": str(demo_classifier_dir()), "NUM_WORKERS": "0",
@@ -227,7 +227,7 @@ def test_example_configs_parse_and_build_every_command(name: str) -> None:
 @pytest.mark.parametrize(("name", "dataset"), [("padchest_ddpm.example.yaml", "padchest"),
                                                ("mimic_sd.example.yaml", "mimic-cxr")])
 def test_example_configs_choose_a_classifier_the_leakage_guard_accepts(name: str, dataset: str) -> None:
-    from benchmark.leakage import XRV_TRAINED_ON, check_leakage
+    from benchmark.data.leakage import XRV_TRAINED_ON, check_leakage
 
     config = load_config(str(REPO_ROOT / "configs" / name), env={})
     classifier = config.utility.classifier

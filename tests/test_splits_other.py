@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from benchmark.data import DataError, read_split_csv, write_split_csv
-from benchmark.make_splits import main as make_splits_main
-from benchmark.splits.chexgenbench import build_chexgenbench_split, patient_from_path
-from benchmark.splits.common import assign_patient_splits, uncertain_label
-from benchmark.splits.generic import build_csv_split, build_folder_split
+from benchmark.data.make_splits import main as make_splits_main
+from benchmark.data.splits.chexgenbench import build_chexgenbench_split, patient_from_path
+from benchmark.data.splits.common import assign_patient_splits, uncertain_label
+from benchmark.data.splits.generic import build_csv_split, build_folder_split
 from tests.conftest import shared_data, write_png
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmark.data import DataError, read_split_csv
-from benchmark.splits.padchest import build_padchest_split, parse_labels, read_metadata
+from benchmark.data.splits.padchest import build_padchest_split, parse_labels, read_metadata
 from tests.conftest import REPO_ROOT
 
 CLASSES = ["soft tissue mass", "cardiomegaly", "normal"]

@@ -1,4 +1,4 @@
-"""Specification of benchmark.stats: metrics, bootstrap CIs, DeLong tests, seed summaries and Holm adjustment."""
+"""Specification of benchmark.core.stats: metrics, bootstrap CIs, DeLong tests, seed summaries and Holm adjustment."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
-from benchmark.stats import (
+from benchmark.core.stats import (
     METRICS,
     SIGNAL_ALPHA,
     at_prevalence,

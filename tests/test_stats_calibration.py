@@ -1,4 +1,4 @@
-"""Every interval has its coverage and every test its level: seeded simulations of the methods in benchmark.stats.
+"""Every interval has its coverage and every test its level: seeded simulations of the methods in benchmark.core.stats.
 
 Each test draws a few hundred data sets from a known truth, applies the harness's own function, and asserts the
 coverage (or rejection rate under the null) within a band wide enough for the Monte Carlo error of its replicate
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from benchmark.stats import (
+from benchmark.core.stats import (
     SIGNAL_ALPHA,
     auroc,
     auroc_above_chance_p,
@@ -208,8 +208,8 @@ def test_threshold_metric_intervals_carry_the_choice_of_a_youden_threshold_on_fe
     # target is the expected test recall of that procedure (0.759 here; the recall at a chosen threshold has an SD of
     # 0.076 over validation draws). Measured over 200 replicates: the joint patient bootstrap that re-chooses the
     # threshold covers 0.965; a Wilson interval that treats the threshold as fixed 0.88
-    from benchmark.label_mapping import map_classes
-    from benchmark.utility_pretrained import ValidationScores, evaluate, youden_threshold
+    from benchmark.utility.label_mapping import map_classes
+    from benchmark.utility.pretrained import ValidationScores, evaluate, youden_threshold
 
     rng = np.random.default_rng(20)
     thresholds = [youden_threshold(*_binormal(rng, 8, 200, 1.5)) for _ in range(4000)]

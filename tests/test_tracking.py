@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.results import read_results, upsert_rows
-from benchmark.tracking import TrackingError, split_row
+from benchmark.core.results import read_results, upsert_rows
+from benchmark.core.tracking import TrackingError, split_row
 
 ROWS = [
     {"model_name": "ddpm-a", "extra_info": "", "classifier": "nih", "image_source": "synthetic", "class": "mass",

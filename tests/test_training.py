@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.training import TrainConfig, _Augmented, train_classifier
+from benchmark.models.training import TrainConfig, _Augmented, train_classifier
 
 SIZE = 32
 

@@ -12,16 +12,16 @@ import torch
 import torchxrayvision as xrv
 from sklearn.metrics import roc_auc_score
 
-from benchmark.classifiers import load_checkpoint, load_classifier, place_in_xrv_cache, save_checkpoint
+from benchmark.core.results import read_results
+from benchmark.core.stats import holm_adjust
 from benchmark.data import load_image, read_split_csv
-from benchmark.label_mapping import NORMAL_RULE, class_scores, map_classes, parse_label_map
-from benchmark.leakage import LeakageError, check_leakage
-from benchmark.preprocess import RangeError, check_xrv_range, xrv_input
-from benchmark.results import read_results
-from benchmark.stats import holm_adjust
-from benchmark.synthetic import write_synthetic_set
-from benchmark.utility_metrics import main as utility_main
-from benchmark.utility_pretrained import SANITY_FLAG, evaluate, format_table
+from benchmark.data.leakage import LeakageError, check_leakage
+from benchmark.data.preprocess import RangeError, check_xrv_range, xrv_input
+from benchmark.data.synthetic import write_synthetic_set
+from benchmark.models.classifiers import load_checkpoint, load_classifier, place_in_xrv_cache, save_checkpoint
+from benchmark.utility.cli import main as utility_main
+from benchmark.utility.label_mapping import NORMAL_RULE, class_scores, map_classes, parse_label_map
+from benchmark.utility.pretrained import SANITY_FLAG, evaluate, format_table
 from tests.conftest import shared_data, write_png
 
 

@@ -15,13 +15,9 @@ import torch
 from scipy.stats import norm
 from scipy.stats import t as t_distribution
 
-import benchmark.utility_retrained as retrained
-from benchmark.classifiers import load_checkpoint, save_checkpoint
-from benchmark.data import DataError, read_split_csv
-from benchmark.demo import DemoConfig, faithful_set, label_blind_set
-from benchmark.phantoms import FINDINGS, write_demo_dataset
-from benchmark.results import read_results
-from benchmark.stats import (
+import benchmark.utility.retrained as retrained
+from benchmark.core.results import read_results
+from benchmark.core.stats import (
     METHOD_COMBINED,
     METHOD_TEST_ONLY,
     auroc,
@@ -36,9 +32,13 @@ from benchmark.stats import (
     sensitivity_at_specificity,
     youden_threshold,
 )
-from benchmark.synthetic import write_synthetic_set
-from benchmark.training import load_tensors
-from benchmark.utility_retrained import (
+from benchmark.data import DataError, read_split_csv
+from benchmark.data.synthetic import write_synthetic_set
+from benchmark.demo.phantoms import FINDINGS, write_demo_dataset
+from benchmark.demo.run import DemoConfig, faithful_set, label_blind_set
+from benchmark.models.classifiers import load_checkpoint, save_checkpoint
+from benchmark.models.training import load_tensors
+from benchmark.utility.retrained import (
     TABLE_METRICS,
     Pools,
     RetrainedConfig,
@@ -71,7 +71,7 @@ RELIABLE = ("cardiomegaly", "pleural effusion")
 
 
 def _rows(real) -> pd.DataFrame:
-    """The split's rows in the form benchmark.demo's set makers take (source_row = row in the split CSV)."""
+    """The split's rows in the form benchmark.demo.run's set makers take (source_row = row in the split CSV)."""
     frame = real.frame.copy()
     frame["source_row"] = np.arange(len(frame))
     frame["finding"] = [real.classes[int(c)] for c in frame["class_label"]]
@@ -792,8 +792,8 @@ def test_the_demos_label_blind_negative_control_stays_at_chance_while_faithful_d
     # cardiomegaly 0.46 [0.30, 0.61], soft tissue mass 0.58 [0.45, 0.70], effusion 0.48 [0.36, 0.59] (mean 0.481;
     # against real:200 -0.23 to -0.52, Holm p < 0.01 every class); faithful (2 seeds) normal 0.81 [0.71, 0.88],
     # cardiomegaly 1.00 [0.95, 1.00], mass 0.81 [0.70, 0.89], effusion 0.95 [0.88, 0.99] (mean 0.893).
-    from benchmark.demo import DemoData, run_demo_retrained
-    from benchmark.synthetic import read_synthetic_set
+    from benchmark.data.synthetic import read_synthetic_set
+    from benchmark.demo.run import DemoData, run_demo_retrained
 
     synthetic = demo_results.demo_dir / "synthetic"
     demo = DemoData(demo_results.demo_dir / "real" / "split.csv", None, {},

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-import benchmark.utility_retrained as retrained
-from benchmark.classifiers import load_checkpoint
+import benchmark.utility.retrained as retrained
+from benchmark.core.results import read_results
 from benchmark.data import read_split_csv
-from benchmark.demo import DemoConfig, label_blind_set
-from benchmark.phantoms import write_demo_dataset
-from benchmark.results import read_results
-from benchmark.training import load_tensors
+from benchmark.demo.phantoms import write_demo_dataset
+from benchmark.demo.run import DemoConfig, label_blind_set
+from benchmark.models.classifiers import load_checkpoint
+from benchmark.models.training import load_tensors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -53,7 +53,7 @@ def _env(threads: int | None = None) -> dict[str, str]:
 def test_two_process_cpu_run_trains_one_valid_model_and_writes_once(small: dict[str, Path], tmp_path: Path) -> None:
     results = tmp_path / "results"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "benchmark.utility_retrained", "--real", str(small["split"]), "--synthetic",
+               "-m", "benchmark.utility.retrained", "--real", str(small["split"]), "--synthetic",
                str(small["synthetic"]), "--model-name", "ddp", "--settings", "real", "--epochs", "6",
                "--results-dir", str(results), *COMMON, "--train-batch-size", "8"]  # per process: 16 in all
     done = subprocess.run(command, cwd=REPO_ROOT, env=_env(threads=1), capture_output=True, text=True, timeout=600)
@@ -87,7 +87,7 @@ def test_a_sweep_killed_mid_way_resumes_with_the_units_not_done(small: dict[str,
     results = tmp_path / "results"
     arguments = ["--real", str(small["split"]), "--synthetic", str(small["synthetic"]), "--model-name", "killed",
                  "--settings", "real:100,synthetic:100", "--epochs", "2", "--results-dir", str(results), *COMMON]
-    process = subprocess.Popen([sys.executable, "-m", "benchmark.utility_retrained", *arguments], cwd=REPO_ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "benchmark.utility.retrained", *arguments], cwd=REPO_ROOT,
                                env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

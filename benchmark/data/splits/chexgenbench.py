@@ -1,0 +1,98 @@
+"""CheXGenBench / MIMIC-CXR split builder: ``path``, ``annotated_prompt`` and ``chexpert_labels`` (a dict string).
+
+CheXpert labels are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) or None (not mentioned); the uncertain
+policy decides what -1 becomes. The patient comes from a patient column, else from the MIMIC path
+(``files/p13/p13801616/s.../x.jpg`` -> ``p13801616``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data import DataError
+from benchmark.data.splits.common import DEFAULT_FRACTIONS, labelled_frame, uncertain_label
+
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+    "Pneumothorax", "Support Devices",
+)
+_PATIENT_IN_PATH = re.compile(r"(?:^|/)(p\d{5,})(?:/|$)")
+_PATIENT_COLUMNS = ("patientID", "patient_id", "subject_id", "PatientID")
+
+
+def patient_from_path(path: str) -> str | None:
+    """MIMIC-CXR patient folder in a path (``.../p13801616/...`` -> ``p13801616``), or None."""
+    match = _PATIENT_IN_PATH.search(str(path).replace("\\", "/"))
+    return match.group(1) if match else None
+
+
+def parse_label_dict(text: object, where: str) -> dict[str, object]:
+    """A ``chexpert_labels`` cell (Python dict as text) -> dict; errors name ``where`` (file and row)."""
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: column 'chexpert_labels' is empty")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise DataError(f"{where}: column 'chexpert_labels' is not a dict: {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: column 'chexpert_labels' is not a dict: {text[:80]!r}")
+    return value
+
+
+def build_chexgenbench_split(
+    prompts: pd.DataFrame,
+    classes: Sequence[str] | None = None,
+    *,
+    uncertain: str = "ignore",
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    class_label_rule: str = "first",
+    source: str = "<chexgenbench csv>",
+) -> pd.DataFrame:
+    """Split frame from a CheXGenBench prompts table; ``classes`` default to the 14 CheXpert labels.
+
+    Every row is kept (it is a prompt for generation); labels a report does not mention stay empty.
+    """
+    for column in ("path", "annotated_prompt", "chexpert_labels"):
+        if column not in prompts.columns:
+            raise DataError(f"{source}: missing column {column!r} (CheXGenBench needs path, annotated_prompt, "
+                            "chexpert_labels)")
+    if len(prompts) == 0:
+        raise DataError(f"{source}: the CSV has no rows")
+    classes = list(classes) if classes else list(CHEXPERT_LABELS)
+    prompts = prompts.reset_index(drop=True)
+    dicts = [parse_label_dict(text, f"{source}: row {i + 1}") for i, text in enumerate(prompts["chexpert_labels"])]
+    present = {key for d in dicts for key in d}
+    for name in classes:
+        if name not in present:
+            raise DataError(f"{source}: unknown class {name!r}: not a key of chexpert_labels "
+                            f"(keys: {', '.join(sorted(present))})")
+    labels = np.array(
+        [[uncertain_label(d.get(name), uncertain, f"{source}: row {i + 1}, label {name!r}") for name in classes]
+         for i, d in enumerate(dicts)],
+        dtype=np.float32,
+    ).reshape(len(dicts), len(classes))
+
+    patient_column = next((c for c in _PATIENT_COLUMNS if c in prompts.columns), None)
+    if patient_column:
+        patients = prompts[patient_column].astype(str)
+    else:
+        patients = prompts["path"].map(patient_from_path)
+        if patients.isna().any():
+            i = int(np.flatnonzero(patients.isna().to_numpy())[0])
+            raise DataError(f"{source}: row {i + 1}: no patient column and no MIMIC patient folder (p<digits>) "
+                            f"in path {prompts['path'].iat[i]!r}")
+    base = {
+        "image_path": prompts["path"].astype(str),
+        "patient_id": patients,
+        "prompt": prompts["annotated_prompt"].fillna("").astype(str),
+        "view": prompts["view"].fillna("").astype(str) if "view" in prompts else "",
+        "source": "mimic-cxr",
+    }
+    return labelled_frame(base, labels, classes, fractions, seed, class_label_rule)

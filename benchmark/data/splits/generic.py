@@ -1,0 +1,138 @@
+"""Split builders for any labelled CSV (with a column mapping) and for a folder with one subfolder per class."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data import DataError, image_files_under
+from benchmark.data.splits.common import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_PROMPT_TEMPLATE,
+    labelled_frame,
+    template_prompts,
+    uncertain_label,
+)
+
+
+def parse_label_mapping(spec: str | Sequence[str]) -> list[tuple[str, str]]:
+    """``"Effusion=pleural effusion,Mass"`` -> ``[("Effusion", "pleural effusion"), ("Mass", "Mass")]``."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    pairs = []
+    for item in items:
+        if not item.strip():
+            continue
+        source, _, name = item.partition("=")
+        pairs.append((source.strip(), (name or source).strip()))
+    if not pairs:
+        raise DataError("no label columns given (e.g. --label-cols 'Effusion=pleural effusion,Cardiomegaly')")
+    return pairs
+
+
+def build_csv_split(
+    table: pd.DataFrame,
+    *,
+    image_col: str,
+    patient_col: str,
+    label_cols: str | Sequence[str],
+    prompt_col: str | None = None,
+    split_col: str | None = None,
+    view_col: str | None = None,
+    uncertain: str = "ignore",
+    missing_patient: str = "error",
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    class_label_rule: str = "first",
+    source: str = "<csv>",
+) -> pd.DataFrame:
+    """Split frame from any CSV: columns are named by the caller; labels may be renamed (``src=name``).
+
+    Label cells must be 1, 0, -1 (uncertain, per ``uncertain``) or empty. An existing ``split_col`` is kept
+    (and checked for patient overlap when written); otherwise patients are assigned to splits. A row with no
+    patient is an error unless ``missing_patient="image"``, which makes that image its own patient.
+    """
+    if len(table) == 0:
+        raise DataError(f"{source}: the CSV has no rows")
+    mapping = parse_label_mapping(label_cols)
+    needed = [image_col, patient_col, *(s for s, _ in mapping), *(c for c in (prompt_col, split_col, view_col) if c)]
+    for column in needed:
+        if column not in table.columns:
+            raise DataError(f"{source}: missing column {column!r} (columns: {', '.join(map(str, table.columns))})")
+    table = table.reset_index(drop=True)
+    patients = table[patient_col].fillna("").astype(str).str.strip()
+    no_patient = np.flatnonzero(patients.eq("").to_numpy())
+    if no_patient.size and missing_patient != "image":
+        i = int(no_patient[0])
+        raise DataError(f"{source}: row {i + 1}: column {patient_col!r} is empty ({no_patient.size} rows); "
+                        "pass --missing-patient image to make each such image its own patient")
+    patients.iloc[no_patient] = "image:" + table[image_col].iloc[no_patient].astype(str)
+    classes = [name for _, name in mapping]
+    labels = np.array(
+        [[uncertain_label(value, uncertain, f"{source}: row {i + 1}, column {src!r}")
+          for i, value in enumerate(table[src])] for src, _ in mapping],
+        dtype=np.float32,
+    ).T.reshape(len(table), len(classes))
+    views = table[view_col].fillna("").astype(str) if view_col else pd.Series(["frontal"] * len(table))
+    base: dict[str, object] = {
+        "image_path": table[image_col].astype(str),
+        "patient_id": patients,
+        "prompt": (table[prompt_col].fillna("").astype(str) if prompt_col
+                   else template_prompts(labels, classes, views.tolist(), prompt_template)),
+        "view": views,
+    }
+    if split_col:
+        base["split"] = table[split_col].astype(str).str.strip().str.lower()
+    for optional in ("sex", "age", "source"):
+        if optional in table.columns:
+            base[optional] = table[optional].fillna("").astype(str)
+    return labelled_frame(base, labels, classes, fractions, seed, class_label_rule)
+
+
+def build_folder_split(
+    folder: str | Path,
+    *,
+    patient_regex: str | None = None,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+) -> pd.DataFrame:
+    """Split frame from ``folder/<class name>/<image>``: each image is positive for its folder's class.
+
+    ``image_path`` is relative to ``folder``. The patient is the first group of ``patient_regex`` matched
+    against the file name, else the file's stem (each image its own patient).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root}: no class subfolders (expected {root}/<class name>/<image>.png)")
+    pattern = re.compile(patient_regex) if patient_regex else None
+    classes = [d.name for d in class_dirs]
+    rows: list[tuple[str, str, int]] = []
+    for j, class_dir in enumerate(class_dirs):
+        files = image_files_under(class_dir)
+        if not files:
+            raise DataError(f"{class_dir}: class folder has no images (PNG, JPEG, TIFF, BMP, WebP, ...)")
+        for path in files:
+            patient = path.stem
+            if pattern:
+                match = pattern.search(path.name)
+                if not match:
+                    raise DataError(f"{path}: file name does not match --patient-regex {patient_regex!r}")
+                patient = match.group(1) if match.groups() else match.group(0)
+            rows.append((path.relative_to(root).as_posix(), patient, j))
+    labels = np.zeros((len(rows), len(classes)), dtype=np.float32)
+    labels[np.arange(len(rows)), [r[2] for r in rows]] = 1.0
+    base = {
+        "image_path": [r[0] for r in rows],
+        "patient_id": [r[1] for r in rows],
+        "prompt": template_prompts(labels, classes, ["frontal"] * len(rows), prompt_template),
+        "view": "",
+    }
+    return labelled_frame(base, labels, classes, fractions, seed, "single")
