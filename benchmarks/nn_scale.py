@@ -1,5 +1,4 @@
-"""Time and peak memory of the chunked nearest-neighbour search and PRDC (benchmark.fidelity.distances) at 10k-75k
-features.
+"""Time and peak memory of the chunked nearest-neighbour search and PRDC (fidelity.prdc), 10k-75k features.
 
 Random 1,024-d float32 features stand in for real and synthetic sets. For each size N the script runs the full
 PRDC (three N x N blocked passes: real radii, synthetic radii, real-synthetic) when N <= --full-up-to, otherwise one
@@ -12,8 +11,7 @@ before it through /proc/self/clear_refs on Linux), and the CUDA peak when runnin
     python benchmarks/nn_scale.py                      # 10k, 20k full; 75k partial (CPU-friendly)
     python benchmarks/nn_scale.py --full-up-to 75000   # everything in full (about 15 min on 2 CPU cores)
 
-Also: memorisation's nearest-training-image search (:func:`benchmark.fidelity.memorisation.feature_neighbours`,
-cosine) as
+Also: memorisation's nearest-training-image search (:func:`~benchmark.fidelity.memorisation.feature_neighbours`) as
 seconds per 1,000 synthetic images against N real training images, and PRDC against the ``prdc`` package (Naeem et
 al.'s reference code, ``pip install -r benchmarks/requirements.txt``) at ``--package-n``, which it holds in memory
 (it builds full N x N distance matrices): same figures, time and peak memory side by side.
@@ -35,8 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.fidelity.distances import chunked_knn, prdc, resolve_device
+from benchmark.fidelity.distances import chunked_knn, resolve_device
 from benchmark.fidelity.memorisation import feature_neighbours
+from benchmark.fidelity.prdc import prdc
 
 
 def _reset_peak() -> bool:
@@ -146,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_with_package(args: argparse.Namespace, rng: np.random.Generator, device: torch.device) -> None:
-    """PRDC of benchmark.fidelity.distances against the ``prdc`` package on the same features of ``--package-n``
-    rows."""
+    """PRDC of fidelity.prdc against the ``prdc`` package on the same features of ``--package-n`` rows."""
     try:
         from prdc import compute_prdc
     except ImportError:
@@ -160,7 +158,7 @@ def compare_with_package(args: argparse.Namespace, rng: np.random.Generator, dev
     theirs, their_s, their_rss, _ = measure(lambda: compute_prdc(real, fake, args.k), device)
     print(f"PRDC at {n} x {n}, {args.dim} dims, k {args.k}: {'':<8} {'time_s':>8} {'peak RSS MB':>12}  "
           "precision  recall  density  coverage")
-    for name, result, seconds, rss in (("benchmark.fidelity.distances.prdc", ours, our_s, our_rss),
+    for name, result, seconds, rss in (("benchmark.fidelity.prdc.prdc", ours, our_s, our_rss),
                                        ("prdc.compute_prdc", theirs, their_s, their_rss)):
         values = (result.precision, result.recall, result.density, result.coverage) if hasattr(result, "k") else (
             result["precision"], result["recall"], result["density"], result["coverage"])

@@ -23,4 +23,4 @@ launch=("$SYNTHCXR_ROOT/.venv/bin/accelerate" launch --quiet --num_processes "$N
 if (( NUM_PROCESSES > 1 || NUM_MACHINES > 1 )); then launch+=(--multi_gpu); fi
 # shellcheck disable=SC2206
 extra=(${ACCELERATE_ARGS:-})
-exec "${launch[@]}" "${extra[@]}" -m benchmark.generation.generate "${args[@]}"
+exec "${launch[@]}" "${extra[@]}" -m benchmark.generation "${args[@]}"

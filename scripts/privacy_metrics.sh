@@ -6,4 +6,4 @@
 #        RESULTS_DIR; flags win).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$PYTHON" -m benchmark.privacy.cli "$@"
+exec "$PYTHON" -m benchmark.privacy "$@"

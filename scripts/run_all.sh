@@ -5,4 +5,4 @@
 #        (or REAL_CSV, SYNTHETIC_DIR, MODEL_NAME, EXTRA_INFO, CLASSIFIER, NUM_PROCESSES, RESULTS_DIR; see --help)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$PYTHON" -m benchmark.pipeline.run_all "$@"
+exec "$PYTHON" -m benchmark.pipeline "$@"

@@ -6,4 +6,4 @@
 # NUM_WORKERS, SEED, RESULTS_DIR (flags win).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-exec "$PYTHON" -m benchmark.utility.cli "$@"
+exec "$PYTHON" -m benchmark.utility "$@"

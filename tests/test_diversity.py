@@ -1,5 +1,4 @@
-"""Diversity (benchmark.fidelity.diversity): MS-SSIM within prompts and across random pairs, the real set's value
-beside it."""
+"""Diversity (benchmark.fidelity.diversity): MS-SSIM within prompts and across random pairs, real beside it."""
 
 from __future__ import annotations
 

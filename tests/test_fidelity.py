@@ -1,4 +1,4 @@
-"""Fidelity metrics (benchmark.fidelity.distances) against straightforward reference formulas on small data.
+"""Fidelity metrics (benchmark.fidelity) against straightforward reference formulas on small data.
 
 References are written out in full here: scipy's ``sqrtm`` for FID, full distance matrices for nearest neighbours
 and PRDC (Naeem et al. 2020's formulas), explicit kernel sums for KID, and the jackknife replicates recomputed from
@@ -18,23 +18,18 @@ from benchmark.core.stats import clustered_proportion_ci
 from benchmark.fidelity.distances import (
     balanced_groups,
     chunked_knn,
-    coverage_interval,
-    density_interval,
     feature_statistics,
     fid,
     fid_jackknife,
-    fidelity_metrics,
     frechet_distance,
     jackknife_groups,
-    kid,
-    kid_interval,
-    kid_subsets,
     knn_radii,
-    polynomial_mmd2,
-    prdc,
     subsample_indices,
     wilson_interval,
 )
+from benchmark.fidelity.kid import kid, kid_interval, kid_subsets, polynomial_mmd2
+from benchmark.fidelity.metrics import fidelity_metrics
+from benchmark.fidelity.prdc import coverage_interval, density_interval, prdc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Every fidelity interval has its coverage: seeded simulations of the methods in benchmark.fidelity.distances.
+"""Every fidelity interval has its coverage: seeded simulations of the methods in benchmark.fidelity.
 
 Features are Gaussian (real N(0, I), synthetic shifted and rescaled, so the population Fréchet distance is known in
 closed form), optionally with patients / prompt rows of 3 correlated images (intra-cluster correlation 0.5). Each
@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 
 from benchmark.core.stats import clustered_proportion_ci
-from benchmark.fidelity.distances import (
-    coverage_interval,
-    density_interval,
-    fid,
-    fid_jackknife,
-    jackknife_groups,
-    kid,
-    kid_interval,
-    prdc,
-)
+from benchmark.fidelity.distances import fid, fid_jackknife, jackknife_groups
+from benchmark.fidelity.kid import kid, kid_interval
+from benchmark.fidelity.prdc import coverage_interval, density_interval, prdc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

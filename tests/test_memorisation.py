@@ -1,5 +1,4 @@
-"""Memorisation check (benchmark.fidelity.memorisation): planted copies of training images are found, new patients
-are not.
+"""Memorisation check (benchmark.fidelity.memorisation): planted copies of training images found, new patients not.
 
 Training set: 160 phantom images of 80 patients (64 px PNGs). Synthetic set: exact, left-right flipped and
 2-pixel-shifted copies of training images, and phantoms of 12 new patients. Features come from a seeded random-init

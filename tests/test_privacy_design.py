@@ -1,5 +1,5 @@
-"""The prompt-matched re-identification design (``benchmark.privacy.reid``): who each synthetic image is compared with,
-and seeded simulations of its test's level and power and of its intervals' coverage.
+"""The prompt-matched re-identification design (``benchmark.privacy.matched``): who each synthetic image is compared
+with, and seeded simulations of its test's level and power and of its intervals' coverage.
 
 The simulations draw same-patient probabilities directly (no images): calibration pairs of real different patients
 carry a patient effect (so the threshold varies with the calibration patients drawn); a synthetic image has its own
@@ -17,13 +17,9 @@ import pytest
 from scipy import stats as sps
 
 from benchmark.core.stats import clustered_proportion_ci
+from benchmark.privacy.matched import SOURCE_IMAGE, SOURCE_PATIENT, calibration_pairs, draw_references, label_strata
 from benchmark.privacy.reid import (
-    SOURCE_IMAGE,
-    SOURCE_PATIENT,
-    calibration_pairs,
-    draw_references,
     fmr_threshold,
-    label_strata,
     paired_cluster_test,
     paired_share_difference,
     share_above,

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from benchmark.core.results import read_results, table_path
-from benchmark.pipeline.run_all import RUN_ALL_TABLES, STAGES, ConfigError, Runner, args_to_argv, load_config
+from benchmark.pipeline import RUN_ALL_TABLES, STAGES, ConfigError, Runner, args_to_argv, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO_ROOT / "scripts" / "run_all.sh"

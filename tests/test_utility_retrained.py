@@ -15,7 +15,7 @@ import torch
 from scipy.stats import norm
 from scipy.stats import t as t_distribution
 
-import benchmark.utility.retrained as retrained
+import benchmark.utility.retrained.execution as execution
 from benchmark.core.results import read_results
 from benchmark.core.stats import (
     METHOD_COMBINED,
@@ -676,7 +676,7 @@ def test_sweep_writes_rows_curves_checkpoints_and_the_table(sweep, data: dict) -
 def test_rerunning_a_finished_sweep_trains_nothing_and_gives_the_same_table(sweep, data: dict,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     outcome, results, config = sweep
-    monkeypatch.setattr(retrained, "_train_unit", lambda *a, **k: pytest.fail("nothing should be trained"))
+    monkeypatch.setattr(execution, "_train_unit", lambda *a, **k: pytest.fail("nothing should be trained"))
     again = run_retrained_stage(data["real"], data["blind"], config, model_name="demo-label-blind",
                                 results_dir=results)
     assert again.run_id == outcome.run_id and again.trained == [] and len(again.resumed) == 2
@@ -687,7 +687,7 @@ def test_rerunning_a_finished_sweep_trains_nothing_and_gives_the_same_table(swee
 def test_another_synthetic_set_reuses_the_real_baseline_instead_of_retraining_it(
         sweep, data: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     outcome, results, config = sweep
-    monkeypatch.setattr(retrained, "_train_unit", lambda *a, **k: pytest.fail("the real baseline is already trained"))
+    monkeypatch.setattr(execution, "_train_unit", lambda *a, **k: pytest.fail("the real baseline is already trained"))
     other = run_retrained_stage(data["real"], data["faithful_half"], RetrainedConfig(**{**config.__dict__,
                                                                                        "settings": ("real",)}),
                                 model_name="another-generator", results_dir=results)
@@ -715,7 +715,7 @@ def test_an_interrupted_sweep_resumes_with_the_missing_units_only(data: dict, tm
     reference = run_retrained_stage(real, half, config, model_name="m", results_dir=tmp_path / "uninterrupted")
     assert reference.trained == ["real_r120_s0_seed0", "mixed_r72_s48_seed0", "synthetic_r0_s100_seed0"]
 
-    original = retrained._train_unit
+    original = execution._train_unit
     calls: list[str] = []
 
     def dies_on_the_second_unit(unit, *args, **kwargs):
@@ -724,7 +724,7 @@ def test_an_interrupted_sweep_resumes_with_the_missing_units_only(data: dict, tm
             raise KeyboardInterrupt("killed mid-sweep")
         return original(unit, *args, **kwargs)
 
-    monkeypatch.setattr(retrained, "_train_unit", dies_on_the_second_unit)
+    monkeypatch.setattr(execution, "_train_unit", dies_on_the_second_unit)
     with pytest.raises(KeyboardInterrupt):
         run_retrained_stage(real, half, config, model_name="m", results_dir=tmp_path / "interrupted")
     runs = list((tmp_path / "interrupted" / "runs").iterdir())
@@ -734,7 +734,7 @@ def test_an_interrupted_sweep_resumes_with_the_missing_units_only(data: dict, tm
     assert set(partial["setting"]) == {"real"} and set(partial["seed"]) == {"0"}  # the finished unit's rows
 
     calls.clear()
-    monkeypatch.setattr(retrained, "_train_unit", lambda unit, *a, **k: calls.append(unit.id) or original(unit, *a,
+    monkeypatch.setattr(execution, "_train_unit", lambda unit, *a, **k: calls.append(unit.id) or original(unit, *a,
                                                                                                             **k))
     resumed = run_retrained_stage(real, half, config, model_name="m", results_dir=tmp_path / "interrupted")
     assert calls == ["mixed_r72_s48_seed0", "synthetic_r0_s100_seed0"]

@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-import benchmark.utility.retrained as retrained
+import benchmark.utility.retrained.execution as execution
 from benchmark.core.results import read_results
 from benchmark.data import read_split_csv
 from benchmark.demo.phantoms import write_demo_dataset
 from benchmark.demo.run import DemoConfig, label_blind_set
 from benchmark.models.classifiers import load_checkpoint
 from benchmark.models.training import load_tensors
+from benchmark.utility.retrained.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -103,10 +104,10 @@ def test_a_sweep_killed_mid_way_resumes_with_the_units_not_done(small: dict[str,
     (run,) = (results / "runs").iterdir()
     assert not (run / "units" / "synthetic_r0_s100_seed0" / "done.json").exists()
 
-    original, calls = retrained._train_unit, []
-    monkeypatch.setattr(retrained, "_train_unit", lambda unit, *a, **k: calls.append(unit.id) or original(unit, *a,
+    original, calls = execution._train_unit, []
+    monkeypatch.setattr(execution, "_train_unit", lambda unit, *a, **k: calls.append(unit.id) or original(unit, *a,
                                                                                                             **k))
-    assert retrained.main(arguments) == 0
+    assert main(arguments) == 0
     assert calls == ["synthetic_r0_s100_seed0"]
     rows = read_results("utility_retrained", results)
     assert set(rows["run_id"]) == {run.name} and set(rows["setting"]) == {"real", "synthetic"}

@@ -41,8 +41,8 @@ import filelock
 import numpy as np
 import pandas as pd
 
+from benchmark.core.errors import DataError
 from benchmark.core.provenance import PROVENANCE_COLUMNS, provenance
-from benchmark.data import DataError
 
 __all__ = [
     "PROVENANCE_COLUMNS",
@@ -353,7 +353,7 @@ def upsert_rows(
         _write_atomic(path, columns, merged)
     finally:
         lock.release()
-    from benchmark.core.tracking import log_rows  # after the CSV is safe: a tracking failure loses nothing
+    from .tracking import log_rows  # after the CSV is safe: a tracking failure loses nothing
 
     log_rows(table, keys, list(new_rows.values()), path)
     return path

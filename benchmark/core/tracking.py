@@ -1,6 +1,6 @@
 """Optional experiment tracking: every results row written by :func:`benchmark.core.results.upsert_rows` is also
-logged to
-MLflow when ``MLFLOW_TRACKING_URI`` is set. Without that variable nothing happens and mlflow is never imported.
+logged to MLflow when ``MLFLOW_TRACKING_URI`` is set. Without that variable nothing happens and mlflow is never
+imported.
 
 Layout in MLflow (experiment ``$MLFLOW_EXPERIMENT_NAME``, default ``synthcxr-bench``): one parent run per write
 (named ``<table>/<harness run_id>``) and one nested run per results row, named by the row's key. A row run holds

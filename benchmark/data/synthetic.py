@@ -3,9 +3,8 @@
 ``synthetic.csv`` has one row per image: ``prompt``, ``img_savename`` (relative to the folder), ``source_row``
 (row of the prompts CSV it was made from; empty for registered folders), ``seed``, and the label /
 ``class_label`` columns copied from that row. The manifest records how the set was made. Generation
-(:mod:`benchmark.generation.generate`) and registration (:mod:`benchmark.data.register_images`) write this layout;
-every metric
-stage reads it through :func:`read_synthetic_set`.
+(:mod:`benchmark.generation.generate`) and registration (:mod:`benchmark.data.register_images`) write this
+layout; every metric stage reads it through :func:`read_synthetic_set`.
 """
 
 from __future__ import annotations

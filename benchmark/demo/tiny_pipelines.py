@@ -1,13 +1,12 @@
 """Tiny untrained pipelines of every family the generation stage supports, built offline from configs.
 
 Each ``build_<family>(folder, prompts)`` saves a pipeline with ``save_pretrained`` so that it loads back through
-:func:`benchmark.generation.pipelines.load_generator` like a real checkpoint: SD 1.x / 2.x, SDXL, SD3, PixArt-Alpha /
-Sigma,
-Flux, Sana, Lumina2, a RadEdit-like SD2 UNet with a BERT text encoder, DDPM / DDIM, and a class-conditional UNet
-trained-for-guidance layout (a null class). Tokenizers are built in-process (no download): CLIP's BPE is trained on
-``prompts``; T5 (Unigram) and BERT (WordPiece) get a word vocabulary from ``prompts`` plus every character; the
-Gemma tokenizer is character-level and, like Gemma's own, has no ``model_max_length`` (transformers' "no limit").
-Every model is a few thousand parameters at 32 px, for tests.
+:func:`benchmark.generation.pipelines.load_generator` like a real checkpoint: SD 1.x / 2.x, SDXL, SD3, PixArt-Alpha
+/ Sigma, Flux, Sana, Lumina2, a RadEdit-like SD2 UNet with a BERT text encoder, DDPM / DDIM, and a class-conditional
+UNet trained-for-guidance layout (a null class). Tokenizers are built in-process (no download): CLIP's BPE is
+trained on ``prompts``; T5 (Unigram) and BERT (WordPiece) get a word vocabulary from ``prompts`` plus every
+character; the Gemma tokenizer is character-level and, like Gemma's own, has no ``model_max_length`` (transformers'
+"no limit"). Every model is a few thousand parameters at 32 px, for tests.
 """
 
 from __future__ import annotations

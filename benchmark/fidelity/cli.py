@@ -6,7 +6,7 @@ result rows and the memorisation result out) and :func:`main` (the CLI: reads th
 memorisation report under ``results/runs/<run_id>/``).
 
 * Fidelity (FID and FD∞ with delete-a-group jackknife intervals over patients, KID, PRDC; see
-  :mod:`benchmark.fidelity.distances`) compares the synthetic images with the real images of ``--real-split`` (default
+  :mod:`benchmark.fidelity.metrics`) compares the synthetic images with the real images of ``--real-split`` (default
   ``test``, the split whose prompts a generator is run on); ``--n N`` draws N images from each side first (stops
   when a side has fewer). With ``--per-class``, every class of the split adds a row: synthetic images whose label
   for the class is 1 against real images whose label is 1 (both sides down to the smaller count when ``--n`` is
@@ -53,7 +53,6 @@ from benchmark.fidelity.distances import (
     MIN_JACKKNIFE_GROUPS,
     balanced_groups,
     fid_jackknife,
-    fidelity_metrics,
     subsample_indices,
 )
 from benchmark.fidelity.diversity import (
@@ -82,6 +81,7 @@ from benchmark.fidelity.memorisation import (
     summary_row,
     write_report,
 )
+from benchmark.fidelity.metrics import fidelity_metrics
 
 TABLE = "image_quality_metrics"
 OVERALL = "overall"

@@ -1,5 +1,4 @@
-"""``accelerate launch -m benchmark.generation.generate``: a synthetic set (SPEC §2) from a prompts CSV, any number
-of processes.
+"""``accelerate launch -m benchmark.generation``: a synthetic set (SPEC §2) from a prompts CSV, any number of processes.
 
 The plan is fixed before anything is generated: one image per (prompt row, image index), named
 ``images/<row>_<index>.png``, with seed ``image_seed(seed, row, index)``, grouped into batches of ``--batch-size``
@@ -9,8 +8,7 @@ processes ran (on CPU each process uses one intra-op thread for the same reason)
 set. Each process logs what it finished to ``parts/rank-<i>.jsonl``; ``synthetic.csv`` and ``manifest.json`` are
 built from the plan, the parts and the files on disk, and ``--rebuild-index`` rebuilds them after a crash.
 
-Settings are resolved against the pipeline before the first image
-(:func:`benchmark.generation.pipelines.resolve_options`):
+Settings are resolved against the pipeline before the first image (:func:`.pipelines.resolve_options`):
 what the pipeline would ignore is refused, and the manifest records the values used (signature defaults included),
 each text encoder's token limit with the prompts it cut, and the size the model generated at.
 """

@@ -49,6 +49,9 @@ from benchmark.fidelity.features import square_float
 from benchmark.models.training import load_tensors
 from benchmark.privacy import alignment as align
 from benchmark.privacy import reid as privacy
+from benchmark.privacy.matched import MatchedResult, draw_references, label_strata, matched_design, matched_summary
+from benchmark.privacy.screen import ReidResult, reid_check, summary_row
+from benchmark.privacy.training import ReidTrainConfig, train_reid
 
 OVERALL = "overall"
 GRID_PAIRS = 12
@@ -71,7 +74,7 @@ class PrivacyOptions:
     batch_size: int = 32
     num_workers: int = 0
     device: str = "auto"
-    train: privacy.ReidTrainConfig | None = None
+    train: ReidTrainConfig | None = None
     per_class: bool = True
 
 
@@ -82,8 +85,8 @@ class PrivacyReport:
 
     privacy_rows: list[dict[str, Any]] = field(default_factory=list)
     alignment_rows: list[dict[str, Any]] = field(default_factory=list)
-    reid: privacy.ReidResult | None = None
-    matched: privacy.MatchedResult | None = None
+    reid: ReidResult | None = None
+    matched: MatchedResult | None = None
     reid_model: privacy.SiameseReID | None = None
     train_history: list[dict[str, float]] = field(default_factory=list)
     alignment_frame: pd.DataFrame | None = None
@@ -221,8 +224,8 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
             if _patients_with_pairs(val) == 0:
                 raise DataError(f"{real.source}: no val patient has two or more images to validate the trained "
                                 "re-identification model on")
-            trained = privacy.train_reid(train_x, train.frame["patient_id"].tolist(), val_x,
-                                         val.frame["patient_id"].tolist(), options.train)
+            trained = train_reid(train_x, train.frame["patient_id"].tolist(), val_x,
+                                 val.frame["patient_id"].tolist(), options.train)
             reid_model, report.train_history = trained.model, trained.history
         assert reid_model is not None
         emb = {"batch_size": options.batch_size, "device": options.device}
@@ -238,9 +241,9 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
             report.screen_paths, report.screen_patients = list(generator_references[0]), list(generator_references[1])
             e_screen = privacy.embed_images(reid_model, load_tensors(report.screen_paths, **load), **emb)
             report.notes.append(f"screen searched the generator's own {len(report.screen_paths)} training images")
-        result = privacy.reid_check(reid_model, e_syn, e_screen, report.screen_patients, e_val, val_patients, e_test,
-                                    fmr=options.fmr, seed=options.seed, device=options.device,
-                                    real_patients=test.frame["patient_id"].tolist())
+        result = reid_check(reid_model, e_syn, e_screen, report.screen_patients, e_val, val_patients, e_test,
+                            fmr=options.fmr, seed=options.seed, device=options.device,
+                            real_patients=test.frame["patient_id"].tolist())
         report.reid, report.reid_model = result, reid_model
         report.notes.extend(result.notes)
         if not privacy.is_monotone(reid_model):
@@ -252,12 +255,12 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
         matched, matched_thresholds = None, None
         if run_matched:
             strata_classes = [c for c in synthetic.classes if c in real.classes]
-            references = privacy.draw_references(
+            references = draw_references(
                 sources.train_position, sources.patient, train_patients,
-                privacy.label_strata(label_matrix(synthetic.frame, strata_classes)),
-                privacy.label_strata(label_matrix(train.frame, strata_classes)), seed=options.seed)
-            matched = privacy.matched_design(reid_model, e_syn, e_train, train_patients, references, e_val,
-                                             val_patients, fmr=options.fmr, seed=options.seed)
+                label_strata(label_matrix(synthetic.frame, strata_classes)),
+                label_strata(label_matrix(train.frame, strata_classes)), seed=options.seed)
+            matched = matched_design(reid_model, e_syn, e_train, train_patients, references, e_val,
+                                     val_patients, fmr=options.fmr, seed=options.seed)
             matched_thresholds = privacy.threshold_bootstrap(matched.calibration_scores, matched.calibration_patients,
                                                              matched.fmr, **boot)
             report.matched = matched
@@ -270,12 +273,12 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
             real_mask = np.ones(len(test.frame), bool) if name == OVERALL else test_labels[:, classes.index(name)] == 1
             if not mask.any():
                 continue
-            row = {"class": name, "reid_design": design_name, **privacy.summary_row(
+            row = {"class": name, "reid_design": design_name, **summary_row(
                 result, mask, real_mask, thresholds=screen_thresholds, synthetic_clusters=sources.cluster,
                 synthetic_units="synthetic images by source patient (else source row, else image)", **boot)}
             if matched is not None:
-                row.update(privacy.matched_summary(matched, mask[matched.frame.index.to_numpy(dtype=np.int64)],
-                                                   thresholds=matched_thresholds, **boot))
+                row.update(matched_summary(matched, mask[matched.frame.index.to_numpy(dtype=np.int64)],
+                                           thresholds=matched_thresholds, **boot))
             report.privacy_rows.append(row)
     if aligner is not None:
         syn_images = [square_float(load_image(p)) for p in synthetic.image_paths()]
@@ -365,7 +368,7 @@ def _grid(report: PrivacyReport, folder: Path, synthetic: SyntheticSet) -> Path:
     return plot_closest_pairs(pairs, folder / "reid_closest.png", title="Most re-identifiable synthetic images")
 
 
-def _matched_frame(matched: privacy.MatchedResult, synthetic: SyntheticSet, train: SplitTable) -> pd.DataFrame:
+def _matched_frame(matched: MatchedResult, synthetic: SyntheticSet, train: SplitTable) -> pd.DataFrame:
     """Per-image rows of the prompt-matched design for ``matched_scores.csv``."""
     f = matched.frame
     paths, train_paths = synthetic.image_paths(), train.image_paths()
@@ -413,7 +416,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         image_size, size_source = privacy.DEFAULT_IMAGE_SIZE, f"default {privacy.DEFAULT_IMAGE_SIZE}"
     if args.reid_train:
         size_source += " (trained at it here)"
-    train_config = privacy.ReidTrainConfig(
+    train_config = ReidTrainConfig(
         arch=args.reid_arch or "resnet50", n_features=args.reid_features, epochs=args.reid_epochs,
         batch_size=args.reid_batch_size,
         lr=args.reid_lr, seed=args.seed, cpu_threads=args.cpu_threads, device=args.device) if args.reid_train else None

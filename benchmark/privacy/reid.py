@@ -12,7 +12,9 @@ CheXGenBench's released checkpoint was trained on (``Resize((224, 224))`` + ``To
 Embeddings are ``(N, F)`` in [0, 1] (sigmoid); a pair's same-patient logit is ``fc_end(|e_a - e_b|)`` and its
 probability the sigmoid of it.
 
-Two designs score a synthetic set (:mod:`benchmark.privacy.cli` runs them):
+Two designs score a synthetic set (:mod:`benchmark.privacy.cli` runs them; the screen is
+:mod:`benchmark.privacy.screen`, the prompt-matched design :mod:`benchmark.privacy.matched`; the thresholds, shares,
+intervals and test they share are here):
 
 * the *screen*: every synthetic image's nearest real *training* image in the re-id embedding space (Euclidean,
   searched in blocks with bounded memory) and that pair's same-patient probability. Its threshold is set at a fixed
@@ -31,16 +33,15 @@ Two designs score a synthetic set (:mod:`benchmark.privacy.cli` runs them):
 
 Saved models carry a sidecar config with everything their input needs (backbone, feature count, input scaling,
 channels, image size, loader); :func:`load_reid_model` restores it and :func:`resolve_image_size` refuses another
-size unless asked to allow it.
+size unless asked to allow it. A model is trained here by :func:`benchmark.privacy.training.train_reid`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,9 @@ from benchmark.core.stats import (
     cluster_codes,
     clustered_proportion_ci,
     delong_ci,
-    wilson_interval,
 )
 from benchmark.data import DataError
 from benchmark.fidelity.distances import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device
-from benchmark.models.training import cpu_thread_count
 
 ARCHITECTURES: tuple[str, ...] = ("resnet50", "densenet121", "resnet18", "resnet10")
 DEFAULT_FMR = 0.01
@@ -384,96 +383,10 @@ def verify(model: SiameseReID, embeddings: np.ndarray, patients: Sequence[Any], 
                         int(same.sum()), int((~same).sum()))
 
 
-# ------------------------------------------------------------------------------------------------ training
-
-
-@dataclass
-class ReidTrainConfig:
-    """How to train the verification model (balanced same / different-patient pairs, BCE on the pair logit)."""
-
-    arch: str = "resnet50"
-    n_features: int = DEFAULT_N_FEATURES
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    seed: int = 0
-    patience: int = 3
-    max_positive_per_patient: int = 20
-    cpu_threads: int | None = None
-    device: str = "auto"
-
-
-@dataclass
-class ReidTrainResult:
-    """The selected model (eval mode, CPU), per-epoch history (loss, val AUROC) and the chosen epoch."""
-
-    model: SiameseReID
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_auroc: float = math.nan
-
-
-def train_reid(train_images: torch.Tensor, train_patients: Sequence[Any], val_images: torch.Tensor,
-               val_patients: Sequence[Any], config: ReidTrainConfig) -> ReidTrainResult:
-    """Train a :class:`SiameseReID` on pairs of ``train_images`` ``(N, 1, S, S)`` in [-1024, 1024]; select the epoch
-    of best verification AUROC on ``val_images`` (other patients). Each epoch takes every same-patient pair (capped
-    per patient) and as many random different-patient pairs, reshuffled from ``(seed, epoch)``. ``fc_end``'s
-    weights are kept <= 0 (projected AdamW): unconstrained, the pair logit can *rise* with the difference in some
-    features, and an exact copy of a training image then scores below other pairs (seen on phantoms)."""
-    dev = resolve_device(config.device)
-    with cpu_thread_count(config.cpu_threads, dev):
-        torch.manual_seed(config.seed)
-        model = SiameseReID(config.arch, config.n_features, TRAINED_INPUT_SCALING,
-                            image_size=int(train_images.shape[-1])).to(dev)
-        model.image_size_source = "trained here"
-        with torch.no_grad():  # start monotone: a larger embedding difference never raises the probability
-            model.fc_end.weight.copy_(-model.fc_end.weight.abs())
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        loss_fn = nn.BCEWithLogitsLoss()
-        history: list[dict[str, float]] = []
-        best_state, best_auc, best_epoch, stale = None, -math.inf, 0, 0
-        for epoch in range(config.epochs):
-            i, j, same = verification_pairs(train_patients, max_positive_per_patient=config.max_positive_per_patient,
-                                            negatives_per_positive=1, min_negatives=0, seed=config.seed * 1000 + epoch)
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(i))
-            model.train()
-            losses = []
-            for b0 in range(0, len(order), config.batch_size):
-                pick = order[b0:b0 + config.batch_size]
-                if len(pick) < 2:
-                    continue
-                x1 = train_images[torch.as_tensor(i[pick])].to(dev)
-                x2 = train_images[torch.as_tensor(j[pick])].to(dev)
-                target = torch.as_tensor(same[pick], dtype=torch.float32, device=dev)
-                loss = loss_fn(model(x1, x2), target)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                with torch.no_grad():  # projected step: keep fc_end monotone, so an exact copy scores highest
-                    model.fc_end.weight.clamp_(max=0.0)
-                losses.append(float(loss.detach()))
-            val = verify(model, embed_images(model, val_images, device=dev), val_patients, seed=config.seed)
-            model.to(dev)
-            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else math.nan,
-                            "val_auroc": val.auroc})
-            if val.auroc > best_auc:
-                best_auc, best_epoch, stale = val.auroc, epoch + 1, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-    return ReidTrainResult(model.cpu().eval(), history, best_epoch, best_auc)
-
-
 # ------------------------------------------------------------------------- thresholds, shares, intervals, test
 
 CONFIDENCE = 0.95
 N_PERMUTATIONS = 9999
-CALIBRATION_PAIRS = 5000
 SHARE_CI_METHOD = ("clustered Wilson over {units} at the threshold, widened to the percentile bootstrap over {units} "
                    "and calibration patients (threshold re-derived in each resample)")
 DIFFERENCE_CI_METHOD = ("paired percentile bootstrap over source patients and calibration patients (threshold "
@@ -604,346 +517,6 @@ def paired_cluster_test(matched: np.ndarray, null: np.ndarray, clusters: Sequenc
     result = sps.permutation_test((sums,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
                                   vectorized=True, n_resamples=n_resamples, alternative="greater", random_state=seed)
     return float(result.pvalue)
-
-
-# ------------------------------------------------------------------------------------------------ the screen
-
-
-@dataclass(frozen=True)
-class ReidResult:
-    """The screen. Per synthetic image (``frame``: ``reid_nn`` training index, ``reid_score``, ``reid_above``), the
-    same for held-out real images (``real_frame``, the chance level), the calibration scores ``(m,)`` with their
-    patients ``(m,)``, and the verification."""
-
-    frame: pd.DataFrame
-    real_frame: pd.DataFrame
-    threshold: float
-    calibration_scores: np.ndarray
-    verification: Verification | None
-    fmr: float
-    n_train: int
-    notes: tuple[str, ...] = ()
-    n_calibration_patients: int = 0
-    calibration_patients: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
-
-
-def reid_check(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, train_patients: Sequence[Any],
-               val: np.ndarray, val_patients: Sequence[Any], real: np.ndarray, *, fmr: float = DEFAULT_FMR,
-               seed: int = 0, device: str | torch.device | None = "auto",
-               real_patients: Sequence[Any] | None = None) -> ReidResult:
-    """The screen: re-identification of every synthetic embedding (``(N, F)``) against the training embeddings.
-
-    The threshold is :func:`fmr_threshold` of the val images' best training-match probability (real pairs of
-    different patients: splits are by patient); when there are no val images, training images against training
-    images of other patients are used instead (noted). ``real``: held-out test embeddings (chance level), of
-    ``real_patients`` when given (kept in ``real_frame["patient"]``, so their intervals resample patients).
-    When the calibration images are fewer than ``1 / fmr`` the threshold is their maximum and the nominal rate
-    cannot be resolved; a note says so, and the chance level is what the share must be read against.
-    """
-    if not 0.0 < fmr < 1.0:
-        raise ValueError(f"fmr must be in (0, 1), got {fmr}")
-    notes: list[str] = []
-    if len(val):
-        calib, _ = best_matches(model, val, train, device=device)
-        calib_patients = np.asarray(val_patients).astype(str)
-    else:
-        notes.append("no val images: threshold calibrated on training images against other training patients")
-        calib, _ = best_matches(model, train, train, device=device, query_groups=train_patients,
-                                ref_groups=train_patients)
-        keep = np.isfinite(calib)
-        calib, calib_patients = calib[keep], np.asarray(train_patients).astype(str)[keep]
-    threshold = fmr_threshold(calib, fmr)
-    if len(calib) * fmr < 1.0:
-        notes.append(f"only {len(calib)} calibration images for a false-match rate of {fmr:g} (needs >= "
-                     f"{math.ceil(1 / fmr)}): the threshold is about their maximum; read the share against the "
-                     "held-out real chance level, not against the nominal rate")
-    verification = None
-    try:
-        verification = verify(model, val, val_patients, fmr=fmr, seed=seed) if len(val) else None
-    except ValueError:
-        notes.append("verification AUROC not computed: no val patient has two images")
-
-    def frame(emb: np.ndarray) -> pd.DataFrame:
-        prob, idx = best_matches(model, emb, train, device=device)
-        return pd.DataFrame({"reid_nn": idx, "reid_score": prob, "reid_above": prob > threshold})
-
-    real_frame = frame(real)
-    if real_patients is not None:
-        if len(real_patients) != len(real):
-            raise ValueError(f"{len(real_patients)} real patients for {len(real)} real embeddings")
-        real_frame["patient"] = list(real_patients)
-    return ReidResult(frame(synthetic), real_frame, threshold, calib, verification, fmr, len(train), tuple(notes),
-                      len(set(calib_patients.tolist())), calib_patients)
-
-
-def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: np.ndarray | None = None, *,
-                thresholds: np.ndarray | None = None, synthetic_clusters: Sequence[Any] | np.ndarray | None = None,
-                synthetic_units: str = "synthetic images", n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The screen's result-row columns over the synthetic rows selected by ``mask`` (default all) and held-out real
-    rows by ``real_mask``: mean re-id score with a bootstrap 95% CI (over ``synthetic_clusters`` ``(N,)`` when
-    given, e.g. source patients, else images; over patients for real images whose ``real_frame`` has a
-    ``patient`` column), the maximum (no interval), the count and share above the threshold with the interval of
-    :func:`share_above` (``thresholds``: :func:`threshold_bootstrap` of the calibration, computed when not
-    given); the threshold with its bootstrap interval; the re-id model's true-match rate on val pairs (Wilson)."""
-    if thresholds is None:
-        thresholds = threshold_bootstrap(result.calibration_scores, result.calibration_patients, result.fmr,
-                                         n_resamples=n_resamples, seed=seed)
-    sel = np.ones(len(result.frame), bool) if mask is None else np.asarray(mask, bool)
-    syn = result.frame[sel]
-    real = result.real_frame if real_mask is None else result.real_frame[np.asarray(real_mask, bool)]
-    t_low, t_high = _percentile(thresholds)
-    row: dict[str, Any] = {"reid_threshold": result.threshold, "reid_threshold_ci_low": t_low,
-                           "reid_threshold_ci_high": t_high, "reid_fmr": result.fmr,
-                           "reid_n_calibration": len(result.calibration_scores), "reid_n_train": result.n_train,
-                           "reid_n_synthetic": len(syn), "reid_n_real": len(real),
-                           "reid_n_calibration_patients": result.n_calibration_patients}
-    syn_clusters = None if synthetic_clusters is None else np.asarray(synthetic_clusters).astype(str)[sel]
-    real_clusters = real["patient"].astype(str).to_numpy() if "patient" in real else None
-    for prefix, frame, clusters, units in (("reid", syn, syn_clusters, synthetic_units),
-                                           ("real_reid", real, real_clusters,
-                                            "patients" if real_clusters is not None else "images")):
-        scores = frame["reid_score"].to_numpy(float)
-        mean, low, high = mean_interval(scores, clusters, n_resamples=n_resamples, seed=seed)
-        row.update({f"{prefix}_mean": mean, f"{prefix}_mean_ci_low": low, f"{prefix}_mean_ci_high": high,
-                    f"{prefix}_max": float(scores.max()) if scores.size else math.nan})
-        share = share_above(scores, result.threshold, thresholds, clusters, seed=seed, units=units)
-        row.update({f"{prefix}_count_above": share["count"], f"{prefix}_share_above": share["share"],
-                    f"{prefix}_share_above_ci_low": share["ci_low"], f"{prefix}_share_above_ci_high": share["ci_high"],
-                    f"{prefix}_share_above_ci_method": share["ci_method"]})
-    v = result.verification
-    if v is not None:
-        tmr_low, tmr_high = wilson_interval(round(v.tmr_at_fmr * v.n_positive), v.n_positive)
-        row.update({"reid_val_auroc": v.auroc, "reid_val_auroc_ci_low": v.auroc_ci_low,
-                    "reid_val_auroc_ci_high": v.auroc_ci_high, "reid_pair_threshold": v.pair_threshold,
-                    "reid_val_tmr_at_fmr": v.tmr_at_fmr, "reid_val_tmr_at_fmr_ci_low": tmr_low,
-                    "reid_val_tmr_at_fmr_ci_high": tmr_high, "reid_val_n_positive": v.n_positive,
-                    "reid_val_n_negative": v.n_negative})
-    return row
-
-
-# ---------------------------------------------------------------------------------- the prompt-matched design
-
-SOURCE_IMAGE = "source image"
-SOURCE_PATIENT = "source patient"
-
-
-def label_strata(labels: np.ndarray) -> np.ndarray:
-    """One stratum key per row of a label matrix ``(N, C)`` (1 / 0 / NaN): the labels as text, e.g. ``"1,0,"``."""
-    lab = np.asarray(labels, dtype=np.float64)
-    text = np.where(np.isnan(lab), "", np.where(lab > 0.5, "1", "0"))
-    return np.array([",".join(r) for r in text], dtype=object) if lab.ndim == 2 and lab.shape[1] else \
-        np.full(len(lab), "", dtype=object)
-
-
-def draw_references(source_train: np.ndarray, source_patients: Sequence[str], train_patients: Sequence[Any],
-                    synthetic_strata: Sequence[str], train_strata: Sequence[str], *, seed: int = 0) -> pd.DataFrame:
-    """What each synthetic image of the prompt-matched design is compared with, and its null.
-
-    Args:
-        source_train: ``(N,)`` the training position (index into ``train_patients``) of each synthetic image's
-            source row, -1 where it has none. source_patients: ``(N,)`` its source patient ("" where unknown).
-        train_patients: ``(R,)``. synthetic_strata ``(N,)`` / train_strata ``(R,)``: label keys
-            (:func:`label_strata`) of the synthetic images (their prompt's labels) and of the training images.
-
-    An image with a source row is compared with that image (``reference`` "source image"), one with only a source
-    patient with all of that patient's training images (maximum over them, "source patient"). The null: for each
-    source patient (and label stratum and reference kind) one other training patient Q is drawn, among those with
-    an image of the same labels (and, for "source patient", at least as many images); each source row gets one of
-    Q's images of those labels (every image made from that row is compared with it), a "source patient" image as
-    many of Q's images as the source patient has. Where no such patient exists the labels, then the image count,
-    are let go (``null_match``). Images without a training source are left out.
-
-    Returns:
-        One row per synthetic image in the design, indexed by its position: ``source_patient``, ``reference``,
-        ``matched_refs`` and ``null_refs`` (int arrays of training positions), ``null_patient``, ``null_match``.
-    """
-    rng = np.random.default_rng([seed, 23])
-    train_ids = np.asarray(train_patients).astype(str)
-    t_strata = np.asarray(train_strata).astype(str)
-    patients, codes = np.unique(train_ids, return_inverse=True)
-    members = [np.flatnonzero(codes == k) for k in range(len(patients))]
-    counts = np.array([len(m) for m in members])
-    in_stratum = {s: np.unique(codes[t_strata == s]) for s in np.unique(t_strata)}
-    src = np.asarray(source_train, dtype=np.int64)
-    src_patients = np.asarray(source_patients).astype(str)
-    syn_strata = np.asarray(synthetic_strata).astype(str)
-    design = np.flatnonzero((src_patients != "") & np.isin(src_patients, patients))
-    kinds = np.where(src[design] >= 0, SOURCE_IMAGE, SOURCE_PATIENT)
-    units = pd.DataFrame({"i": design, "patient": src_patients[design], "stratum": syn_strata[design], "kind": kinds,
-                          "row": src[design]})
-    records: dict[int, dict[str, Any]] = {}
-    for (patient, stratum, kind), unit in units.groupby(["patient", "stratum", "kind"], sort=True):
-        own = int(np.searchsorted(patients, patient))
-        k = 1 if kind == SOURCE_IMAGE else int(counts[own])
-        null, match = _draw_other(own, k, in_stratum.get(stratum, np.zeros(0, np.int64)), counts, rng)
-        if null < 0:
-            continue  # one training patient only: no null exists
-        pool = members[null]
-        if kind == SOURCE_IMAGE:
-            labelled = pool[t_strata[pool] == stratum] if match == "same labels" else pool
-            for row, images in unit.groupby("row", sort=True):
-                null_ref = np.array([rng.choice(labelled)], dtype=np.int64)
-                for i in images["i"]:
-                    records[int(i)] = {"matched_refs": np.array([row], dtype=np.int64), "null_refs": null_ref}
-        else:
-            for i in unit["i"]:
-                records[int(i)] = {"matched_refs": members[own],
-                                   "null_refs": np.sort(rng.choice(pool, size=min(k, len(pool)), replace=False))}
-        for i in unit["i"]:
-            records[int(i)].update({"source_patient": patient, "reference": kind, "null_patient": patients[null],
-                                    "null_match": match})
-    frame = pd.DataFrame.from_dict(records, orient="index")
-    if frame.empty:
-        frame = pd.DataFrame(columns=["source_patient", "reference", "matched_refs", "null_refs", "null_patient",
-                                      "null_match"])
-    return frame.sort_index()[["source_patient", "reference", "matched_refs", "null_refs", "null_patient",
-                               "null_match"]]
-
-
-def _draw_other(own: int, k: int, same_labels: np.ndarray, counts: np.ndarray,
-                rng: np.random.Generator) -> tuple[int, str]:
-    """A random patient code other than ``own`` with at least ``k`` images, among ``same_labels`` first."""
-    everyone = np.arange(len(counts))
-    for match, pool in (("same labels", same_labels), ("any labels", everyone)):
-        candidates = pool[(pool != own) & (counts[pool] >= k)]
-        if candidates.size:
-            return int(rng.choice(candidates)), match
-    others = everyone[everyone != own]
-    return (int(rng.choice(others)), "fewer images") if others.size else (-1, "none")
-
-
-def calibration_pairs(query_patients: Sequence[Any], ref_patients: Sequence[Any], *,
-                      n_pairs: int = CALIBRATION_PAIRS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random pairs ``(i, j)`` of a query image and a reference image of *different* patients, about ``n_pairs``
-    (each query image the same number of times, at least once). Returns index arrays into the two sets."""
-    q, r = np.asarray(query_patients).astype(str), np.asarray(ref_patients).astype(str)
-    if q.size == 0 or r.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    rng = np.random.default_rng([seed, 29])
-    i = np.repeat(np.arange(q.size), max(1, math.ceil(n_pairs / q.size)))
-    j = rng.integers(0, r.size, size=i.size)
-    for _ in range(20):  # redraw the references that happen to be the query's own patient
-        same = q[i] == r[j]
-        if not same.any():
-            break
-        j[same] = rng.integers(0, r.size, size=int(same.sum()))
-    keep = q[i] != r[j]
-    return i[keep], j[keep]
-
-
-@dataclass(frozen=True)
-class MatchedResult:
-    """The prompt-matched design: ``frame`` (:func:`draw_references`' rows plus ``n_reference``,
-    ``matched_score``, ``null_score``), the threshold at ``fmr`` on single real different-patient pairs with the
-    calibration scores ``(m,)`` and patients ``(m,)``, and how many synthetic images had no training source."""
-
-    frame: pd.DataFrame
-    threshold: float
-    calibration_scores: np.ndarray
-    calibration_patients: np.ndarray
-    fmr: float
-    n_excluded: int
-    notes: tuple[str, ...] = ()
-
-
-def _max_scores(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, positions: np.ndarray,
-                refs: Sequence[np.ndarray]) -> np.ndarray:
-    lengths = np.array([len(r) for r in refs], dtype=np.int64)
-    if lengths.size == 0:
-        return np.zeros(0)
-    prob = pair_probabilities(model, synthetic[np.repeat(positions, lengths)], train[np.concatenate(refs)])
-    return np.maximum.reduceat(prob, np.r_[0, np.cumsum(lengths)[:-1]])
-
-
-def matched_design(model: SiameseReID, synthetic: np.ndarray, train: np.ndarray, train_patients: Sequence[Any],
-                   references: pd.DataFrame, val: np.ndarray, val_patients: Sequence[Any], *,
-                   fmr: float = DEFAULT_FMR, seed: int = 0) -> MatchedResult:
-    """Scores of the prompt-matched design from embeddings (``synthetic`` ``(N, F)``, ``train`` ``(R, F)``, ``val``
-    ``(V, F)``) and :func:`draw_references`' rows: each image's maximum same-patient probability over its matched
-    references and over its null references. The threshold is :func:`fmr_threshold` of :func:`calibration_pairs`
-    of val images with training images (single pairs of different patients; training images with other training
-    patients when there are no val images, noted). For "source patient" images the maximum over k references is
-    compared with the same threshold, so their false-match rate is up to k times ``fmr``: the null, drawn with the
-    same k, carries the same rate, and the test compares with the null."""
-    if not 0.0 < fmr < 1.0:
-        raise ValueError(f"fmr must be in (0, 1), got {fmr}")
-    notes: list[str] = []
-    train_ids = np.asarray(train_patients).astype(str)
-    if len(val):
-        val_ids = np.asarray(val_patients).astype(str)
-        i, j = calibration_pairs(val_ids, train_ids, seed=seed)
-        calib, calib_patients = pair_probabilities(model, val[i], train[j]), val_ids[i]
-    else:
-        notes.append("matched design: no val images, threshold calibrated on training pairs of different patients")
-        i, j = calibration_pairs(train_ids, train_ids, seed=seed)
-        calib, calib_patients = pair_probabilities(model, train[i], train[j]), train_ids[i]
-    if calib.size == 0:
-        raise ValueError("no calibration pairs of different patients")
-    threshold = fmr_threshold(calib, fmr)
-    frame = references.copy()
-    positions = frame.index.to_numpy(dtype=np.int64)
-    frame["n_reference"] = [len(r) for r in frame["matched_refs"]]
-    frame["matched_score"] = _max_scores(model, synthetic, train, positions, list(frame["matched_refs"]))
-    frame["null_score"] = _max_scores(model, synthetic, train, positions, list(frame["null_refs"]))
-    if (frame["null_match"] != "same labels").any():
-        counts = frame["null_match"].value_counts()
-        notes.append("matched design: null patient without the same labels for "
-                     + ", ".join(f"{int(counts.get(m, 0))} images ({m})" for m in ("any labels", "fewer images")
-                                 if counts.get(m, 0)))
-    return MatchedResult(frame, threshold, calib, calib_patients, fmr, len(synthetic) - len(frame), tuple(notes))
-
-
-def matched_summary(result: MatchedResult, mask: np.ndarray | None = None, *, thresholds: np.ndarray | None = None,
-                    n_resamples: int = 1000, seed: int = 0, n_permutations: int = N_PERMUTATIONS) -> dict[str, Any]:
-    """Result-row columns (``matched_*``) of the prompt-matched design over the design's rows selected by ``mask``
-    (default all): CheXGenBench's mean and max re-id score and count above the threshold; the matched and null
-    shares above it with :func:`share_above` intervals; their paired difference (:func:`paired_share_difference`)
-    and the one-sided :func:`paired_cluster_test` on the above/below pairs and on the scores, clustered by source
-    patient. ``thresholds``: :func:`threshold_bootstrap` of the calibration (computed when not given)."""
-    if thresholds is None:
-        thresholds = threshold_bootstrap(result.calibration_scores, result.calibration_patients, result.fmr,
-                                         n_resamples=n_resamples, seed=seed)
-    f = result.frame if mask is None else result.frame[np.asarray(mask, bool)]
-    row: dict[str, Any] = {"matched_n_synthetic": len(f)}
-    if len(f) == 0:
-        return row
-    m, n = f["matched_score"].to_numpy(float), f["null_score"].to_numpy(float)
-    clusters = f["source_patient"].astype(str).to_numpy()
-    kinds = f["reference"].value_counts()
-    reference = (kinds.index[0] if len(kinds) == 1 else
-                 "mixed: " + ", ".join(f"{int(c)} {k}" for k, c in kinds.items()))
-    if SOURCE_PATIENT in kinds.index:
-        reference += " (max over their training images)"
-    t, (t_low, t_high) = result.threshold, _percentile(thresholds)
-    mean, low, high = mean_interval(m, clusters, n_resamples=n_resamples, seed=seed)
-    null_mean, null_low, null_high = mean_interval(n, clusters, n_resamples=n_resamples, seed=seed)
-    row.update({"matched_reference": reference, "matched_n_source_patients": len(set(clusters)),
-                "matched_reid_threshold": t, "matched_reid_threshold_ci_low": t_low,
-                "matched_reid_threshold_ci_high": t_high, "matched_n_calibration_pairs": len(result.calibration_scores),
-                "matched_n_calibration_patients": len(set(result.calibration_patients.tolist())),
-                "matched_reid_mean": mean, "matched_reid_mean_ci_low": low, "matched_reid_mean_ci_high": high,
-                "matched_reid_max": float(m.max()), "matched_reid_count_above": int((m > t).sum()),
-                "matched_reid_count_above_half": int((m > 0.5).sum()),
-                "matched_null_reid_mean": null_mean, "matched_null_reid_mean_ci_low": null_low,
-                "matched_null_reid_mean_ci_high": null_high, "matched_null_reid_max": float(n.max()),
-                "matched_null_reid_count_above": int((n > t).sum())})
-    units = "source patients"
-    for prefix, scores in (("matched_reid", m), ("matched_null_reid", n)):
-        share = share_above(scores, t, thresholds, clusters, seed=seed, units=units)
-        row.update({f"{prefix}_share_above": share["share"], f"{prefix}_share_above_ci_low": share["ci_low"],
-                    f"{prefix}_share_above_ci_high": share["ci_high"],
-                    f"{prefix}_share_above_ci_method": share["ci_method"]})
-    diff = paired_share_difference(m, n, t, thresholds, clusters, seed=seed)
-    row.update({"matched_share_difference": diff["difference"], "matched_share_difference_ci_low": diff["ci_low"],
-                "matched_share_difference_ci_high": diff["ci_high"],
-                "matched_share_difference_ci_method": diff["ci_method"],
-                "matched_p_value": paired_cluster_test(m > t, n > t, clusters, n_resamples=n_permutations, seed=seed),
-                "matched_score_p_value": paired_cluster_test(m, n, clusters, n_resamples=n_permutations, seed=seed),
-                "matched_test": TEST_METHOD.format(n=n_permutations),
-                "matched_null": ("the same synthetic image against another training patient drawn per source patient "
-                                 "among those with the same labels (" + ", ".join(
-                                     f"{int(c)} {k}" for k, c in f["null_match"].value_counts().items()) + ")")})
-    return row
 
 
 def is_monotone(model: SiameseReID) -> bool:

@@ -1,3 +1,45 @@
-"""The report: one Markdown + HTML document from the results tables."""
+"""``./scripts/report.sh``: leaderboard and plots of everything in ``results/``, as Markdown and one static HTML page.
 
-from benchmark.report.tables import RETRAINED_METRICS, SECTIONS, build_report, main  # noqa: F401
+Owns the report: :func:`build_report` (the core: a results folder in; ``report.md``, ``report.html`` and
+``figures/*.png`` out, and what each section found) and :func:`main` (the CLI). Nothing is computed afresh: every
+number comes from the result tables of SPEC §4 (read with :func:`benchmark.core.results.read_results`) and every curve
+from the per-run files under ``results/runs/<run_id>/``.
+
+Modules: ``loading`` (the result tables, :data:`SECTIONS`, run folders, the pretrained rows merged per class),
+``document`` (sections of tables, figures and notes), ``tables`` (the leaderboard and every table section),
+``figures`` (the matplotlib plots and the sample-image grids), ``render`` (Markdown and HTML, :func:`build_report`)
+and ``cli`` (:func:`main`; ``python -m benchmark.report``).
+
+May import: :mod:`benchmark.core` and :mod:`benchmark.data` only. The report reads result tables; it never imports
+the stages (``generation``, ``fidelity``, ``utility``, ``privacy``, ``pipeline``), which load torch and models.
+
+Sections, in this order (HTML anchors in brackets):
+
+* Leaderboard [``leaderboard``]: one row per model with the headline figure of each stage that ran;
+* Pretrained-classifier utility [``pretrained``]: per class AUROC / accuracy / precision / recall / F1 with CIs,
+  the real test images shown once per classifier beside each model's synthetic images; an AUROC bar plot with CI
+  bars and one ROC figure per class (from the runs' ``predictions_*.csv``);
+* Retrained-classifier utility [``retrained``]: the RoentGen-shaped table (mean over seeds [CI], change vs real)
+  and data-size curves (AUROC against the number of synthetic images, one line per setting, CI bands);
+* Image quality [``image-quality``]: FID / KID / precision / recall / density / coverage per model and class, and
+  bar plots of FID, precision, recall and coverage;
+* Sample images [``samples``]: per class a grid of positive images, the real ones beside each model's;
+* Memorisation [``memorisation``]: flagged shares and the closest synthetic / training pairs.
+
+A stage that has not run (no CSV, or an empty one) is shown as missing with the command that writes it; a missing
+run folder or image is reported (with the run id or file) and the rest renders. ``report.html`` is one static file:
+images embedded as ``data:`` URIs, inline CSS, no script, and a Content-Security-Policy that forbids any request.
+
+The names below are re-exported so ``from benchmark.report import SECTIONS, build_report, main`` works.
+"""
+
+from benchmark.report.cli import build_parser, main
+from benchmark.report.document import Figure, Note, ReportResult, Section, Table
+from benchmark.report.loading import SECTIONS, STAGE_COMMANDS
+from benchmark.report.render import DEFAULT_SAMPLES, build_report
+from benchmark.report.tables import PRETRAINED_METRICS, RETRAINED_METRICS
+
+__all__ = [
+    "DEFAULT_SAMPLES", "PRETRAINED_METRICS", "RETRAINED_METRICS", "SECTIONS", "STAGE_COMMANDS", "Figure", "Note",
+    "ReportResult", "Section", "Table", "build_parser", "build_report", "main",
+]

@@ -1,7 +1,7 @@
-"""``python -m benchmark.report``: build the report."""
+"""``python -m benchmark.report``: the report."""
 
 import sys
 
-from benchmark.report.tables import main
+from benchmark.report.cli import main
 
 sys.exit(main())

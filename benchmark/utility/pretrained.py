@@ -82,8 +82,7 @@ class PretrainedConfig:
 
 
 def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """The threshold maximising sensitivity + specificity - 1 (:func:`benchmark.core.stats.youden_threshold`), at
-    most 1."""
+    """The threshold maximising sensitivity + specificity - 1 (:func:`.stats.youden_threshold`), at most 1."""
     return float(min(stats_youden(y_true, y_score), 1.0))
 
 
