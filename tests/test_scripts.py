@@ -99,3 +99,10 @@ def test_setup_returns_at_once_when_the_environment_was_installed_from_this_very
     stamp.write_text(hashlib.sha256((root / "requirements.lock").read_bytes()).hexdigest() + "\n")
     done = subprocess.run([str(root / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == ""  # nothing installed, nothing said
+
+
+def test_no_file_of_the_package_is_hidden_from_git_by_an_ignore_rule() -> None:
+    # A pattern such as ``demo/`` once matched ``benchmark/demo/`` too: its __init__.py never reached a clone.
+    files = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "benchmark").rglob("*.py")]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stdout == "", f"ignored by .gitignore: {done.stdout}"

@@ -30,6 +30,7 @@ from benchmark.core.stats import (
     metrics_on_resamples,
     metrics_on_weights,
     paired_bootstrap_difference,
+    percentile_interval,
     sensitivity_at_specificity,
     unpaired_difference,
     youden_threshold,
@@ -485,3 +486,10 @@ def test_youden_threshold_is_sklearns_best_roc_point_and_is_re_chosen_on_each_re
     at = metrics_at_thresholds(y, s, chosen, weights, ("recall", "specificity"))
     rows = np.repeat(np.arange(y.size), weights[7].astype(int))
     assert at["recall"][7] == pytest.approx(binary_metrics(y[rows], s[rows], chosen[7])["recall"])
+
+
+def test_percentile_interval_leaves_out_undefined_replicates_and_is_nan_when_all_are() -> None:
+    values = np.array([np.nan, 0.0, 1.0, 2.0, 3.0, 4.0, np.nan])
+    low, high = percentile_interval(values, 0.5)
+    assert (low, high) == pytest.approx(tuple(np.quantile([0.0, 1.0, 2.0, 3.0, 4.0], [0.25, 0.75])))
+    assert all(math.isnan(v) for v in percentile_interval(np.full(5, np.nan), 0.95))

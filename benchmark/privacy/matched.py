@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.core.stats import percentile_interval
 from benchmark.privacy.reid import (
+    CONFIDENCE,
     DEFAULT_FMR,
     N_PERMUTATIONS,
     TEST_METHOD,
     SiameseReID,
-    _percentile,
     fmr_threshold,
     mean_interval,
     pair_probabilities,
@@ -222,7 +223,7 @@ def matched_summary(result: MatchedResult, mask: np.ndarray | None = None, *, th
                  "mixed: " + ", ".join(f"{int(c)} {k}" for k, c in kinds.items()))
     if SOURCE_PATIENT in kinds.index:
         reference += " (max over their training images)"
-    t, (t_low, t_high) = result.threshold, _percentile(thresholds)
+    t, (t_low, t_high) = result.threshold, percentile_interval(thresholds, CONFIDENCE)
     mean, low, high = mean_interval(m, clusters, n_resamples=n_resamples, seed=seed)
     null_mean, null_low, null_high = mean_interval(n, clusters, n_resamples=n_resamples, seed=seed)
     row.update({"matched_reference": reference, "matched_n_source_patients": len(set(clusters)),

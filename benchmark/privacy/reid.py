@@ -58,6 +58,7 @@ from benchmark.core.stats import (
     cluster_codes,
     clustered_proportion_ci,
     delong_ci,
+    percentile_interval,
 )
 from benchmark.data import DataError
 from benchmark.fidelity.distances import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device
@@ -424,11 +425,6 @@ def _bootstrap_means(n: int, clusters: Sequence[Any] | np.ndarray | None, n_resa
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _percentile(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    alpha = (1.0 - confidence) / 2.0
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
-
-
 def threshold_bootstrap(scores: np.ndarray, patients: Sequence[Any] | np.ndarray | None, fmr: float, *,
                         n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
     """``(B,)`` thresholds at ``fmr`` re-derived on patient-bootstrap resamples of the calibration ``scores``
@@ -446,7 +442,7 @@ def mean_interval(values: np.ndarray, clusters: Sequence[Any] | np.ndarray | Non
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return math.nan, math.nan, math.nan
-    low, high = _percentile(_bootstrap_means(v.size, clusters, n_resamples, seed, lambda rows: v), confidence)
+    low, high = percentile_interval(_bootstrap_means(v.size, clusters, n_resamples, seed, lambda rows: v), confidence)
     return float(v.mean()), low, high
 
 
@@ -468,7 +464,7 @@ def share_above(scores: np.ndarray, threshold: float, thresholds: np.ndarray,
     above = s > threshold
     share, low, high = clustered_proportion_ci(above, clusters, confidence)
     t = np.asarray(thresholds, dtype=np.float64)
-    b_low, b_high = _percentile(_bootstrap_means(s.size, clusters, t.size, seed,
+    b_low, b_high = percentile_interval(_bootstrap_means(s.size, clusters, t.size, seed,
                                                  lambda rows: s[None, :] > t[rows, None]), confidence)
     return {"share": share, "count": int(above.sum()), "ci_low": min(low, b_low), "ci_high": max(high, b_high),
             "ci_method": method}
@@ -496,7 +492,7 @@ def paired_share_difference(matched: np.ndarray, null: np.ndarray, threshold: fl
     t = np.asarray(thresholds, dtype=np.float64)
     boot = _bootstrap_means(a.size, clusters, t.size, seed,
                             lambda rows: (a[None, :] > t[rows, None]).astype(np.float64) - (b[None, :] > t[rows, None]))
-    b_low, b_high = _percentile(boot, confidence)
+    b_low, b_high = percentile_interval(boot, confidence)
     return {"difference": d, "ci_low": max(-1.0, min(low, b_low)), "ci_high": min(1.0, max(high, b_high)),
             "ci_method": DIFFERENCE_CI_METHOD}
 

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.core.stats import wilson_interval
+from benchmark.core.stats import percentile_interval, wilson_interval
 from benchmark.privacy.reid import (
+    CONFIDENCE,
     DEFAULT_FMR,
     SiameseReID,
     Verification,
-    _percentile,
     best_matches,
     fmr_threshold,
     mean_interval,
@@ -112,7 +112,7 @@ def summary_row(result: ReidResult, mask: np.ndarray | None = None, real_mask: n
     sel = np.ones(len(result.frame), bool) if mask is None else np.asarray(mask, bool)
     syn = result.frame[sel]
     real = result.real_frame if real_mask is None else result.real_frame[np.asarray(real_mask, bool)]
-    t_low, t_high = _percentile(thresholds)
+    t_low, t_high = percentile_interval(thresholds, CONFIDENCE)
     row: dict[str, Any] = {"reid_threshold": result.threshold, "reid_threshold_ci_low": t_low,
                            "reid_threshold_ci_high": t_high, "reid_fmr": result.fmr,
                            "reid_n_calibration": len(result.calibration_scores), "reid_n_train": result.n_train,

@@ -461,8 +461,11 @@ def _resampled(y: np.ndarray, s: np.ndarray, threshold: float, n_resamples: int,
     return [{m: np.concatenate([p[m] for p in part]) for m in metrics} for part in parts]
 
 
-def _percentile_ci(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Percentile interval of the finite bootstrap values (NaN, NaN when none is finite)."""
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval ``(low, high)`` at ``confidence`` of the bootstrap replicates ``values`` ``(B,)``, NaN
+    replicates (resamples where the statistic is undefined) left out; ``(NaN, NaN)`` when every replicate is NaN.
+
+    The one percentile-interval helper of the harness: every stage's bootstrap interval goes through it."""
     v = values[~np.isnan(values)]
     if v.size == 0:
         return float("nan"), float("nan")
@@ -517,7 +520,7 @@ def bootstrap_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float,
         if math.isnan(point[m]):
             out[m] = (float("nan"), float("nan"), float("nan"))
         else:
-            out[m] = (point[m], *_percentile_ci(boot[m], c))
+            out[m] = (point[m], *percentile_interval(boot[m], c))
     return out
 
 
@@ -569,7 +572,7 @@ def unpaired_difference(y_a: np.ndarray, score_a: np.ndarray, y_b: np.ndarray, s
             out[m] = nan4
             continue
         d = boot_a[m] - boot_b[m]
-        out[m] = (diff, *_percentile_ci(d, c), _bootstrap_p(d))
+        out[m] = (diff, *percentile_interval(d, c), _bootstrap_p(d))
     diff = point_a["auroc"] - point_b["auroc"]
     var = (delong_auc_variance(ya, sa, clusters_a) + delong_auc_variance(yb, sb, clusters_b)
            if not math.isnan(diff) else float("nan"))
@@ -613,6 +616,6 @@ def paired_bootstrap_difference(y_true: np.ndarray, pred_a: np.ndarray, pred_b: 
     boot_a, boot_b = _resampled(y, a, t, b, np.random.default_rng(seed), True, (metric,), (b_scores,),
                                 clusters=clusters)
     d = boot_a[metric] - boot_b[metric]
-    return (diff, *_percentile_ci(d, c), _bootstrap_p(d))
+    return (diff, *percentile_interval(d, c), _bootstrap_p(d))
 
 

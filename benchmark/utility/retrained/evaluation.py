@@ -36,6 +36,7 @@ from benchmark.core.stats import (
     holm_adjust,
     joint_chunk,
     metrics_at_thresholds,
+    percentile_interval,
     seed_mean_difference,
     seed_mean_interval,
     sensitivity_at_specificity,
@@ -154,13 +155,6 @@ def _resample_units(data: _ClassData, evaluated: Sequence[_Evaluated], n_resampl
         e.reps = {m: np.concatenate(v) for m, v in part.items()}
 
 
-def _percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return math.nan, math.nan
-    low, high = np.quantile(v, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(low), float(high)
-
 
 def _undefined_reasons(point: dict[str, float], n_pos: int, n_neg: int) -> str:
     """Why each undefined (NaN) metric is undefined, e.g. ``precision: nothing predicted positive``."""
@@ -210,7 +204,7 @@ def _seed_intervals(data: _ClassData, e: _Evaluated, confidence: float) -> dict[
         if math.isnan(e.point[m]):
             out[m] = (math.nan, math.nan)
             continue
-        boot = _percentile(e.reps[m], confidence)
+        boot = percentile_interval(e.reps[m], confidence)
         if m not in groups:
             out[m] = boot
             continue
@@ -291,7 +285,8 @@ def _seed_comparison(data: _ClassData, e: _Evaluated, b: _Evaluated, confidence:
         if m == "auroc":
             continue
         diff = e.point[m] - b.point[m]
-        low, high = _percentile(e.reps[m] - b.reps[m], confidence) if math.isfinite(diff) else (math.nan, math.nan)
+        low, high = (percentile_interval(e.reps[m] - b.reps[m], confidence) if math.isfinite(diff)
+                     else (math.nan, math.nan))
         row.update({f"{m}_diff_vs_real": diff, f"{m}_diff_vs_real_ci_low": low, f"{m}_diff_vs_real_ci_high": high})
     _flag_power(row)
     return row
