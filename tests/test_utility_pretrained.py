@@ -367,4 +367,5 @@ def test_physician_labels_only_and_an_enriched_case_mix_are_stated_in_the_rows(x
     real = rows[rows["image_source"] == "real"]
     assert (real["n"].astype(int) + real["n_unknown_label"].astype(int) == 5).all()  # 5 of the 20 test rows
     assert (rows["test_labels"] == "physician").all()
+    assert (rows["extra_info"] == "test_labels=physician").all()  # its own key: all-label rows are never replaced
     assert rows["case_mix_note"].str.contains("enriched case mix").all()

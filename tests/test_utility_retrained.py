@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy.stats import norm
 from scipy.stats import t as t_distribution
+from sklearn.metrics import roc_auc_score
 
 import benchmark.utility.retrained.execution as execution
 from benchmark.core.results import read_results
@@ -545,12 +546,13 @@ def test_cli_flags_make_the_config() -> None:
     args = build_parser().parse_args(["--settings", "real:1.1k,mixed:1.1k@0.3", "--seeds", "3,4", "--task", "binary",
                                       "--epochs", "7", "--image-size", "64", "--train-batch-size", "8", "--lr", "0.01",
                                       "--balance", "sampler", "--init", "pc", "--with-replacement", "--patience", "2",
-                                      "--no-augment", "--n-resamples", "1500", "--seed", "9"])
+                                      "--no-augment", "--n-resamples", "1500", "--seed", "9",
+                                      "--test-labels", "physician"])
     config = retrained_config_from_args(args)
     assert config.settings == ("real:1.1k", "mixed:1.1k@0.3") and config.seeds == (3, 4) and config.task == "binary"
     assert (config.epochs, config.image_size, config.batch_size, config.lr) == (7, 64, 8, 0.01)
     assert config.balance == "sampler" and config.init == "pc" and config.with_replacement and not config.augment
-    assert (config.patience, config.n_resamples, config.stats_seed) == (2, 1500, 9)
+    assert (config.patience, config.n_resamples, config.stats_seed, config.test_labels) == (2, 1500, 9, "physician")
     assert retrained_config_from_args(build_parser().parse_args([])).init is None  # scratch
     with pytest.raises(ValueError, match="task"):
         RetrainedConfig(task="regression")
@@ -773,6 +775,44 @@ def test_binary_task_with_balance_and_init_from_a_checkpoint(data: dict, tmp_pat
         torch.testing.assert_close(model.model.features.conv0.weight, start.features.conv0.weight, atol=1e-6, rtol=0)
     assert set(outcome.summary["class"]) == set(RELIABLE) and outcome.summary["auroc"].notna().all()
     assert (outcome.table["balance"] == "loss").all() and (outcome.table["task"].dropna() == "binary").all()
+
+
+def test_physician_test_labels_score_the_same_models_on_the_physician_rows_under_their_own_key(
+        data: dict, tmp_path: Path) -> None:
+    frame = pd.read_csv(data["root"] / "real" / "split.csv", dtype=str, keep_default_na=False)
+    patients = sorted(frame.loc[frame["split"] == "test", "patient_id"].unique())
+    frame["label_source"] = np.where(frame["patient_id"].isin(patients[::3]), "physician", "labeller")
+    frame.to_csv(tmp_path / "split.csv", index=False)
+    real = read_split_csv(tmp_path / "split.csv", image_root=data["root"] / "real", classes=list(RELIABLE))
+    config = RetrainedConfig(settings=("real:48",), seeds=(0,), epochs=1, **FAST)
+    everything = run_retrained_stage(real, data["blind"], config, model_name="m", extra_info="run1",
+                                     results_dir=tmp_path / "r")
+    physician = run_retrained_stage(real, data["blind"], RetrainedConfig(**{**config.__dict__,
+                                                                           "test_labels": "physician"}),
+                                    model_name="m", extra_info="run1", results_dir=tmp_path / "r")
+    assert physician.trained == [] and physician.reused == ["real_r48_s0_seed0"]  # the very same model
+    rows = read_results("utility_retrained", tmp_path / "r")
+    assert sorted(rows["extra_info"].unique()) == ["run1", "run1;test_labels=physician"]  # side by side
+    assert (rows.groupby("extra_info")["test_labels"].unique().map(list).to_dict()
+            == {"run1": ["all"], "run1;test_labels=physician": ["physician"]})
+    predictions = pd.read_csv(physician.run_folder / "units" / "real_r48_s0_seed0" / "predictions_test.csv")
+    test = real.subset("test").frame
+    assert len(predictions) == len(test)  # every test image is still predicted
+    chosen = (test["label_source"] == "physician").to_numpy()
+    for name in RELIABLE:
+        y, s = predictions[f"label:{name}"].to_numpy(), predictions[f"score:{name}"].to_numpy()
+        row = physician.summary[physician.summary["class"] == name].iloc[0]
+        assert row["n_positive"] + row["n_negative"] == chosen.sum() < len(test)
+        assert row["auroc"] == pytest.approx(roc_auc_score(y[chosen], s[chosen]), abs=1e-12)
+        whole = everything.summary[everything.summary["class"] == name].iloc[0]
+        assert whole["n_positive"] + whole["n_negative"] == len(test)
+        assert whole["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_physician_test_labels_need_a_label_source_column(data: dict, tmp_path: Path) -> None:
+    config = RetrainedConfig(settings=("real:48",), seeds=(0,), epochs=1, test_labels="physician", **FAST)
+    with pytest.raises(DataError, match="label_source"):
+        run_retrained_stage(data["real"], data["blind"], config, model_name="m", results_dir=tmp_path / "r")
 
 
 def test_a_setting_spec_label_round_trips() -> None:

@@ -34,6 +34,7 @@ from benchmark.utility.retrained import (
     retrained_config_from_args,
     run_retrained_stage,
 )
+from benchmark.utility.test_labels import add_test_labels_argument
 
 STAGES = ("pretrained", "retrained", "all")
 DEFAULT_STAGE = "pretrained"  # for a real split and synthetic set; the demo runs everything when none is given
@@ -58,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-map", help="'class=Output,normal=normal-rule' overrides of the default mapping")
     parser.add_argument("--threshold", choices=("operating-point", "val-youden"), default="operating-point")
     parser.add_argument("--real-split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--test-labels", default="all", choices=("all", "physician"),
-                        help="physician: score only test images whose labels a physician read (PadChest's "
-                             "MethodLabel, the split's label_source column)")
+    add_test_labels_argument(parser)
     parser.add_argument("--n-resamples", type=int, default=2000)
     parser.add_argument("--allow-leakage", action="store_true",
                         help="run even when the classifier was trained on the split's dataset (recorded in every row)")

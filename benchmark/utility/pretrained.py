@@ -57,6 +57,7 @@ from benchmark.data.synthetic import SyntheticSet
 from benchmark.models.classifiers import Classifier, load_classifier
 from benchmark.models.scoring import score_images
 from benchmark.utility.label_mapping import ClassMapping, class_scores, map_classes
+from benchmark.utility.test_labels import keyed_extra_info, test_label_mask
 
 LOG = logging.getLogger(__name__)
 TABLE = "utility_pretrained"
@@ -399,7 +400,7 @@ def run_pretrained_stage(
     table = evaluate(labels, scores, mappings, thresholds, n_resamples=config.n_resamples, seed=config.seed,
                      clusters=clusters, validation=validation)
     table.insert(0, "classifier", classifier.name)
-    table.insert(0, "extra_info", extra_info)
+    table.insert(0, "extra_info", keyed_extra_info(extra_info, config.test_labels))
     table.insert(0, "model_name", model_name)
     table["threshold_source"] = table["class"].map(threshold_source).fillna("")
     table["image_notes"] = "; ".join(size_notes)
@@ -442,17 +443,11 @@ CASE_MIX_NOTE = ("enriched case mix: each class's negatives are only images with
 
 def labelled_subset(test: SplitTable, test_labels: str) -> SplitTable:
     """The test rows whose labels come from ``test_labels``: ``all``, or ``physician`` (PadChest's physician-read
-    labels, the split's ``label_source`` column)."""
-    if test_labels == "all":
+    labels, the split's ``label_source`` column; see :mod:`benchmark.utility.test_labels`)."""
+    mask = test_label_mask(test, test_labels)
+    if mask.all():
         return test
-    if test_labels != "physician":
-        raise ValueError(f"--test-labels {test_labels!r}: use all or physician")
-    if "label_source" not in test.frame.columns:
-        raise DataError(f"{test.source}: --test-labels physician needs a label_source column (PadChest splits made "
-                        "by make_splits.sh padchest have one)")
-    frame = test.frame[test.frame["label_source"].str.strip() == "physician"].reset_index(drop=True)
-    if len(frame) == 0:
-        raise DataError(f"{test.source}: no test row has label_source 'physician'")
+    frame = test.frame[mask].reset_index(drop=True)
     return SplitTable(frame, list(test.classes), test.dataset, test.source, test.image_root, dict(test.meta))
 
 

@@ -19,6 +19,7 @@ from benchmark.data.generator_training import SYNTHETIC_FROM
 from benchmark.utility.retrained.config import SPEC_TARGET, TASKS, THRESHOLDS, RetrainedConfig
 from benchmark.utility.retrained.execution import _distributed_state, run_retrained_stage
 from benchmark.utility.retrained.table import format_retrained_table
+from benchmark.utility.test_labels import add_test_labels_argument
 
 
 def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,8 @@ def retrained_config_from_args(args: argparse.Namespace) -> RetrainedConfig:
         synthetic_from=args.synthetic_from, baseline=args.baseline, threshold=args.decision_threshold,
         spec_target=float(getattr(args, "spec_target", SPEC_TARGET)),
         n_resamples=int(getattr(args, "n_resamples", 2000)), stats_seed=int(getattr(args, "seed", 0) or 0),
-        resume=not args.no_resume, allow_generator_overlap=bool(getattr(args, "allow_generator_overlap", False)))
+        resume=not args.no_resume, allow_generator_overlap=bool(getattr(args, "allow_generator_overlap", False)),
+        test_labels=str(getattr(args, "test_labels", "all")))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=int(env.get("NUM_WORKERS", "0")))
     parser.add_argument("--seed", type=int, default=int(env.get("SEED", "0")), help="seed of the bootstrap")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-unit lines")
+    add_test_labels_argument(parser)
     add_retrained_arguments(parser)
     return parser
 

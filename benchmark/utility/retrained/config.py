@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmark.data.generator_training import SYNTHETIC_FROM
+from benchmark.utility.test_labels import TEST_LABELS
 
 TABLE = "utility_retrained"
 SETTING_KINDS: tuple[str, ...] = ("real", "synthetic", "real+synthetic", "mixed")
@@ -64,6 +65,7 @@ class RetrainedConfig:
     resume: bool = True
     progress: bool = True
     allow_generator_overlap: bool = False
+    test_labels: str = "all"  # "physician": score only test rows a physician labelled (benchmark.utility.test_labels)
 
     def __post_init__(self) -> None:
         if isinstance(self.settings, str):
@@ -75,7 +77,8 @@ class RetrainedConfig:
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         for name, value, allowed in (("task", self.task, TASKS), ("threshold", self.threshold, THRESHOLDS),
                                      ("synthetic_from", self.synthetic_from, SYNTHETIC_FROM),
-                                     ("balance", self.balance, ("none", "loss", "sampler"))):
+                                     ("balance", self.balance, ("none", "loss", "sampler")),
+                                     ("test_labels", self.test_labels, TEST_LABELS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not 0.0 < self.mix_fraction <= 1.0:
@@ -88,5 +91,6 @@ class RetrainedConfig:
     def training_record(self) -> dict[str, Any]:
         """The fields that shape a trained model (what a resumed run must share)."""
         skip = {"settings", "seeds", "n_real", "n_synthetic", "mix_fraction", "baseline", "n_resamples", "stats_seed",
-                "resume", "progress", "num_workers", "spec_target", "allow_generator_overlap"}
+                "resume", "progress", "num_workers", "spec_target", "allow_generator_overlap",
+                "test_labels"}
         return {k: v for k, v in asdict(self).items() if k not in skip}

@@ -35,6 +35,7 @@ from benchmark.utility.retrained.evaluation import UnitPredictions, evaluate_uni
 from benchmark.utility.retrained.planning import Pools, Unit, baseline_spec, make_pools, parse_settings, plan_units
 from benchmark.utility.retrained.plots import plot_learning_curves, plot_sweep_curves
 from benchmark.utility.retrained.table import format_retrained_table
+from benchmark.utility.test_labels import keyed_extra_info, test_label_mask
 
 # ---------------------------------------------------------------------------------------------- the stage
 
@@ -231,6 +232,7 @@ def run_retrained_stage(
     from benchmark.models.classifiers import save_checkpoint
     from benchmark.models.training import PRELOAD_LIMIT_BYTES, load_tensors
 
+    extra_info = keyed_extra_info(extra_info, config.test_labels)
     state = _distributed_state()
     main = state.is_main_process
     talk = config.progress and main
@@ -250,7 +252,10 @@ def run_retrained_stage(
     val, test = real.subset("val"), real.subset("test")
     if len(val.frame) == 0 or len(test.frame) == 0:
         raise DataError(f"{real.source}: the retrained stage needs real val and test rows (patient-disjoint splits)")
-    val_y, test_y = val.labels(), test.labels()
+    val_y, test_y_all = val.labels(), test.labels()
+    # --test-labels physician: every unit predicts every test image (so runs stay resumable and comparable), the
+    # figures use the physician-read rows only (the others' labels count as unknown)
+    test_y = np.where(test_label_mask(test, config.test_labels)[:, None], test_y_all, np.nan)
     if not any(0 < np.nansum(val_y[:, j]) < (~np.isnan(val_y[:, j])).sum() for j in range(len(classes))):
         raise DataError(f"{real.source}: no class has both labels among the real val rows; model selection needs them")
     test_paths = [str(p) for p in test.image_paths()]
@@ -320,7 +325,7 @@ def run_retrained_stage(
         trained.append(unit.id)
         if main:
             prediction = _save_unit(folder, unit, trained_models, pools, real, synthetic, classes, config, val_x, val_y,
-                                    test_x, test_y, test_paths, time.perf_counter() - started, state,
+                                    test_x, test_y_all, test_paths, time.perf_counter() - started, state,
                                     save_checkpoint, real_only_key)
             predictions.append(prediction)
             base = [p for p in predictions if baseline is not None and p.setting_spec == baseline.label
@@ -457,6 +462,7 @@ def _write_rows(table: pd.DataFrame, model_name: str, extra_info: str, run_id: s
     table["n_resamples"] = config.n_resamples
     table["model_selection"] = "best mean AUROC on the real val split"
     table["run_id"] = run_id
+    table["test_labels"] = config.test_labels
     for column, value in extra_columns.items():
         table[column] = value
     record = {**asdict(config), "stage": "retrained", "model_name": model_name}
