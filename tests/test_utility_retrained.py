@@ -58,6 +58,7 @@ from benchmark.utility.retrained import (
     retrained_config_from_args,
     run_retrained_stage,
 )
+from benchmark.utility.test_labels import unkeyed_extra_info
 
 SIZE = 32
 # Short, plain training that learns the 32 px phantoms' cardiomegaly and effusion in a few epochs on CPU.
@@ -793,6 +794,7 @@ def test_physician_test_labels_score_the_same_models_on_the_physician_rows_under
     assert physician.trained == [] and physician.reused == ["real_r48_s0_seed0"]  # the very same model
     rows = read_results("utility_retrained", tmp_path / "r")
     assert sorted(rows["extra_info"].unique()) == ["run1", "run1;test_labels=physician"]  # side by side
+    assert {unkeyed_extra_info(v) for v in rows["extra_info"]} == {"run1"}  # run_all finds both as its own
     assert (rows.groupby("extra_info")["test_labels"].unique().map(list).to_dict()
             == {"run1": ["all"], "run1;test_labels=physician": ["physician"]})
     predictions = pd.read_csv(physician.run_folder / "units" / "real_r48_s0_seed0" / "predictions_test.csv")

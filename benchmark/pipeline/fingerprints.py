@@ -166,6 +166,7 @@ class SkipEngine:
     def _rows(self, table: str) -> set[tuple[str, ...]]:
         """Identities (key columns, run_id, timestamp) of this model's rows in ``table``."""
         from benchmark.core.results import RESULT_TABLES, ResultsFileError, read_results, table_path
+        from benchmark.utility.test_labels import unkeyed_extra_info
 
         path = table_path(table, self.config.results_dir)
         if not path.is_file():
@@ -177,7 +178,8 @@ class SkipEngine:
         if frame.empty:
             return set()
         mine = frame[(frame["model_name"].str.strip() == self.config.model_name.strip())
-                     & (frame["extra_info"].str.strip() == self.config.extra_info.strip())]
+                     & (frame["extra_info"].map(unkeyed_extra_info).str.strip()
+                        == self.config.extra_info.strip())]
         columns = [*RESULT_TABLES[table], *[c for c in RESULT_IDENTITY if c in frame.columns]]
         return {tuple(row) for row in mine[columns].itertuples(index=False, name=None)}
 

@@ -54,6 +54,11 @@ def keyed_extra_info(extra_info: str, test_labels: str) -> str:
     return tag if not extra_info else extra_info if tag in extra_info.split(";") else f"{extra_info};{tag}"
 
 
+def unkeyed_extra_info(extra_info: str) -> str:
+    """``extra_info`` as the user gave it: :func:`keyed_extra_info` undone (for finding a run's own rows)."""
+    return ";".join(part for part in extra_info.split(";") if not part.startswith("test_labels="))
+
+
 def add_test_labels_argument(parser: argparse.ArgumentParser) -> None:
     """``--test-labels all|physician`` (shared by the pretrained and retrained stages)."""
     parser.add_argument("--test-labels", default="all", choices=TEST_LABELS,
