@@ -464,8 +464,8 @@ def share_above(scores: np.ndarray, threshold: float, thresholds: np.ndarray,
     above = s > threshold
     share, low, high = clustered_proportion_ci(above, clusters, confidence)
     t = np.asarray(thresholds, dtype=np.float64)
-    b_low, b_high = percentile_interval(_bootstrap_means(s.size, clusters, t.size, seed,
-                                                 lambda rows: s[None, :] > t[rows, None]), confidence)
+    boot = _bootstrap_means(s.size, clusters, t.size, seed, lambda rows: s[None, :] > t[rows, None])
+    b_low, b_high = percentile_interval(boot, confidence)
     return {"share": share, "count": int(above.sum()), "ci_low": min(low, b_low), "ci_high": max(high, b_high),
             "ci_method": method}
 

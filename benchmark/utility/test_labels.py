@@ -51,7 +51,8 @@ def keyed_extra_info(extra_info: str, test_labels: str) -> str:
     if check_test_labels(test_labels) == "all":
         return extra_info
     tag = f"test_labels={test_labels}"
-    return tag if not extra_info else extra_info if tag in extra_info.split(";") else f"{extra_info};{tag}"
+    parts = [part for part in extra_info.split(";") if part]
+    return ";".join(parts if tag in parts else [*parts, tag])
 
 
 def unkeyed_extra_info(extra_info: str) -> str:

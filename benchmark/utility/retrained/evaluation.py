@@ -155,7 +155,6 @@ def _resample_units(data: _ClassData, evaluated: Sequence[_Evaluated], n_resampl
         e.reps = {m: np.concatenate(v) for m, v in part.items()}
 
 
-
 def _undefined_reasons(point: dict[str, float], n_pos: int, n_neg: int) -> str:
     """Why each undefined (NaN) metric is undefined, e.g. ``precision: nothing predicted positive``."""
     if n_pos + n_neg == 0:
