@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,40 @@ def assert_rows_close(ours: pd.DataFrame, theirs: pd.DataFrame, *, rtol: float =
                                    err_msg=column)
 
 
+#: the longest test files (minutes each on 2 cores), longest first: ``pytest -n N --dist loadfile`` hands files to
+#: workers in collection order, so starting with these keeps the workers busy to the end (the demo first: the report
+#: and retrained tests wait for its run)
+LONGEST_FILES = ("test_demo.py", "test_utility_retrained.py", "test_run_all.py", "test_generate.py",
+                 "test_utility_retrained_processes.py", "test_generate_families.py", "test_stats_calibration.py")
+#: files that read the demo run of another file (``demo_results``): last, so no worker waits for the demo to finish
+AFTER_THE_DEMO = ("test_report.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files of :data:`LONGEST_FILES` first, in that order, those of :data:`AFTER_THE_DEMO` last, the
+    others between them as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    rank.update({name: len(LONGEST_FILES) + 1 for name in AFTER_THE_DEMO})
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))
+
+
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str) -> Path:
+    """A folder for the whole test run: the session's own under one process, the same one for every xdist worker
+    (beside their temporary roots) under ``pytest -n N``."""
+    if worker_id == "master":
+        return tmp_path_factory.mktemp(name)
+    folder = tmp_path_factory.getbasetemp().parent / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
-def session_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One demo-classifier cache for the whole session (``$SYNTHCXR_ASSETS``, inherited by subprocesses): the demo
-    classifier is trained once per test run, from scratch, and never read from the checkout's ``assets/cache``."""
-    folder = Path(os.environ.get("SYNTHCXR_TEST_ASSETS") or tmp_path_factory.mktemp("assets"))
+def session_assets(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """One demo-classifier cache for the whole test run (``$SYNTHCXR_ASSETS``, inherited by subprocesses): the demo
+    classifier is trained once per run, from scratch, and never read from the checkout's ``assets/cache``. Under
+    xdist the workers share it (it is trained under a file lock: :func:`benchmark.demo.run.demo_classifier`)."""
+    folder = (Path(os.environ["SYNTHCXR_TEST_ASSETS"]) if os.environ.get("SYNTHCXR_TEST_ASSETS")
+              else shared_tmp(tmp_path_factory, worker_id, "shared_assets"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SYNTHCXR_ASSETS", str(folder))
         yield folder
@@ -68,18 +98,26 @@ class DemoRun:
 
 
 @pytest.fixture(scope="session")
-def demo_results(tmp_path_factory: pytest.TempPathFactory, session_assets: Path) -> DemoRun:
-    """The demo run once per session: ``utility_metrics`` with no split, no set and no stage (every stage)."""
+def demo_results(tmp_path_factory: pytest.TempPathFactory, session_assets: Path, worker_id: str) -> DemoRun:
+    """The demo run once per test run: ``utility_metrics`` with no split, no set and no stage (every stage). Under
+    xdist the first worker that needs it runs it; the others wait on a file lock and read what it printed."""
+    import filelock
+
     from benchmark.utility.cli import main
 
-    root = tmp_path_factory.mktemp("demo_run")
-    output = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(output):
-        for variable in ("REAL_CSV", "SYNTHETIC_DIR", "MODEL_NAME", "RESULTS_DIR", "EXTRA_INFO", "CLASSES"):
-            patch.delenv(variable, raising=False)
-        status = main(["--demo-dir", str(root / "demo"), "--results-dir", str(root / "results"),
-                       "--num-workers", "0"])
-    return DemoRun(status, output.getvalue(), root / "demo", root / "results")
+    root = shared_tmp(tmp_path_factory, worker_id, "demo_run")
+    record = root / "demo_run.json"
+    with filelock.FileLock(f"{root}.lock"):
+        if not record.is_file():
+            output = io.StringIO()
+            with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(output):
+                for variable in ("REAL_CSV", "SYNTHETIC_DIR", "MODEL_NAME", "RESULTS_DIR", "EXTRA_INFO", "CLASSES"):
+                    patch.delenv(variable, raising=False)
+                status = main(["--demo-dir", str(root / "demo"), "--results-dir", str(root / "results"),
+                               "--num-workers", "0"])
+            record.write_text(json.dumps({"status": status, "output": output.getvalue()}))
+    done = json.loads(record.read_text())
+    return DemoRun(done["status"], done["output"], root / "demo", root / "results")
 
 
 @pytest.fixture(scope="module")

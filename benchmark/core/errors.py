@@ -5,6 +5,8 @@ Imports nothing from the harness, so every layer (core, data, stages) can raise 
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -30,3 +32,14 @@ class ImageLoadError(DataError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+def exit_status(work: Callable[[], object]) -> int:
+    """A stage CLI's exit status: 0 when ``work()`` returns, 2 when it raises :class:`DataError` (printed as one
+    ``error: ...`` line on stderr, no traceback)."""
+    try:
+        work()
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -81,13 +81,24 @@ def demo_classifier_dir(config: DemoConfig = DemoConfig()) -> Path:
 
 
 def demo_classifier(config: DemoConfig, progress: bool = True) -> Classifier:
-    """The DenseNet-121 trained on the classifier population (disjoint from the real data), cached."""
+    """The DenseNet-121 trained on the classifier population (disjoint from the real data), cached.
+
+    Safe when several processes ask at once (two stages, or test workers, sharing one cache): one trains while the
+    others wait on a file lock beside the folder, then load what it saved."""
+    import filelock
+
+    folder = demo_classifier_dir(config)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(f"{folder}.lock"):
+        if not (folder / "config.json").is_file():
+            _train_demo_classifier(config, folder, progress)
+    return _named(load_checkpoint(folder), folder)
+
+
+def _train_demo_classifier(config: DemoConfig, folder: Path, progress: bool) -> None:
     from benchmark.data.preprocess import xrv_input
     from benchmark.models.training import TrainConfig, train_classifier
 
-    folder = demo_classifier_dir(config)
-    if (folder / "config.json").is_file():
-        return _named(load_checkpoint(folder), folder)
     offset = 1_000_000  # the real data's patients are numbered from 0; these never meet them
     train_images, train_frame = phantoms.make_phantom_images(config.classifier_patients, config.images_per_patient,
                                                              config.image_size, seed=config.seed + 101,
@@ -113,7 +124,6 @@ def demo_classifier(config: DemoConfig, progress: bool = True) -> Classifier:
     save_checkpoint(result.model, folder, classes, trained_on=[CLASSIFIER_DATASET], input_size=config.image_size,
                     extra={"best_epoch": result.best_epoch, "val_mean_auroc": result.best_val_auroc,
                            "history": result.history, "demo_config": asdict(config)})
-    return _named(load_checkpoint(folder), folder)
 
 
 def _named(classifier: Classifier, folder: Path) -> Classifier:

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from benchmark.core.cli import add_set_arguments
+from benchmark.core.errors import exit_status
 from benchmark.core.provenance import new_run_id
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.data import DataError, SplitTable, label_matrix, load_image, read_split_csv
@@ -500,12 +501,7 @@ def _fmt(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: run(args))
 
 
 if __name__ == "__main__":
