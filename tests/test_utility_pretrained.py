@@ -256,6 +256,41 @@ def test_leaky_combination_stops_the_run_unless_allowed(xrv_cache: Path, tmp_pat
     assert json.loads((synthetic / "manifest.json").read_text())["model"] == "crops"
 
 
+def _unreachable_weights(monkeypatch: pytest.MonkeyPatch, key: str) -> str:
+    """Point xrv's download of ``key`` at a local port nothing listens on: a download that fails on any machine."""
+    import torchxrayvision as xrv
+
+    url = "http://127.0.0.1:9/" + Path(xrv.models.model_urls[key]["weights_url"]).name
+    monkeypatch.setitem(xrv.models.model_urls[key], "weights_url", url)
+    return url
+
+
+def test_the_leakage_guard_decides_before_xrv_weights_are_loaded_or_downloaded(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    _unreachable_weights(monkeypatch, "densenet121-res224-nih")
+    real_csv = _real_split(tmp_path, "my hospital")
+    synthetic = _synthetic(tmp_path, real_csv)
+    assert utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
+                         "--xrv-cache-dir", str(tmp_path / "empty_cache"), "--results-dir", str(tmp_path / "results"),
+                         "--num-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "'my hospital' is not one the guard knows" in err and "Traceback" not in err
+    assert not (tmp_path / "empty_cache").exists() and not (tmp_path / "results" / "utility_pretrained.csv").exists()
+
+
+def test_weights_that_cannot_be_downloaded_are_a_clear_error_naming_the_url_and_the_file(tmp_path: Path, monkeypatch,
+                                                                                         capsys) -> None:
+    url = _unreachable_weights(monkeypatch, "densenet121-res224-nih")
+    real_csv = _real_split(tmp_path, "padchest")
+    synthetic = _synthetic(tmp_path, real_csv)
+    assert utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
+                         "--xrv-cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results"),
+                         "--num-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "torchxrayvision weights 'densenet121-res224-nih' are not in the cache" in err and url in err
+    assert str(tmp_path / "cache" / Path(url).name) in err and "Traceback" not in err
+
+
 def _one_class_table(y_real, s_real, y_syn, s_syn, threshold=0.5, **kwargs) -> pd.DataFrame:
     mappings = map_classes(["pulmonary mass"], ["Mass"])
     return evaluate({"real": np.asarray(y_real, float)[:, None], "synthetic": np.asarray(y_syn, float)[:, None]},

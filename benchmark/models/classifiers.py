@@ -58,10 +58,33 @@ def canonical_key(weights: str) -> str:
     return key
 
 
+def declared_training_data(spec: str | Path) -> tuple[str, tuple[str, ...]] | None:
+    """``(name, trained_on)`` of an xrv weights key, known without loading (or downloading) its weights; None for a
+    checkpoint folder, whose ``config.json`` says it once loaded. Unknown keys stop as :func:`canonical_key` does."""
+    if Path(spec).exists():
+        return None
+    from benchmark.data.leakage import XRV_TRAINED_ON
+
+    key = canonical_key(str(spec))
+    return key, XRV_TRAINED_ON.get(key, ())
+
+
 def load_xrv_densenet(weights: str, cache_dir: str | Path | None = None) -> Classifier:
-    """Load xrv DenseNet-121 ``weights`` through xrv's own loader and cache (``cache_dir``: xrv's by default)."""
+    """Load xrv DenseNet-121 ``weights`` through xrv's own loader and cache (``cache_dir``: xrv's by default).
+
+    Weights not in the cache are downloaded as torchxrayvision does; a download that fails stops with a
+    :class:`DataError` naming the weights, the URL and the file to place by hand."""
     key = canonical_key(weights)
-    model = xrv.models.DenseNet(weights=key, cache_dir=None if cache_dir is None else str(cache_dir))
+    url = xrv.models.model_urls[key]["weights_url"]
+    local = Path(cache_dir if cache_dir is not None else xrv.utils.get_cache_dir()).expanduser() / Path(url).name
+    try:
+        model = xrv.models.DenseNet(weights=key, cache_dir=None if cache_dir is None else str(cache_dir))
+    except Exception as exc:
+        if local.is_file():
+            raise
+        raise DataError(f"torchxrayvision weights {key!r} are not in the cache ({local}) and could not be downloaded "
+                        f"from {url}: {type(exc).__name__}: {exc}. Check the network, or download the file by hand "
+                        f"to {local}") from exc
     model.eval()
     info = xrv.models.model_urls[key]
     from benchmark.data.leakage import XRV_TRAINED_ON

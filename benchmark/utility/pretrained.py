@@ -54,7 +54,7 @@ from benchmark.data.generator_training import check_generator_overlap
 from benchmark.data.generator_training import resolve as resolve_generator_training
 from benchmark.data.leakage import LeakageDecision, check_leakage
 from benchmark.data.synthetic import SyntheticSet
-from benchmark.models.classifiers import Classifier, load_classifier
+from benchmark.models.classifiers import Classifier, declared_training_data, load_classifier
 from benchmark.models.scoring import score_images
 from benchmark.utility.label_mapping import ClassMapping, class_scores, map_classes
 from benchmark.utility.test_labels import keyed_extra_info, test_label_mask
@@ -349,6 +349,9 @@ def run_pretrained_stage(
     from benchmark.core.provenance import new_run_id
 
     check_writable(TABLE, results_dir)  # a full disk or a corrupt results CSV stops here, not after the scoring
+    declared = None if classifier is not None else declared_training_data(config.classifier)
+    if declared is not None:  # xrv weights: the guard decides before they are loaded (or downloaded)
+        check_leakage(real.dataset, *declared, config.allow_leakage)
     classifier = classifier or load_classifier(config.classifier, config.cache_dir)
     trained_on = classifier.trained_on
     leakage = check_leakage(real.dataset, classifier.name, trained_on, config.allow_leakage)
