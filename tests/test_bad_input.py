@@ -42,6 +42,30 @@ def test_valid_synthetic_labels_read_as_one_zero_and_unknown(tmp_path: Path) -> 
     assert np.isnan(labels[3])
 
 
+def test_checking_a_sets_labels_skips_classes_without_a_column_and_stops_on_garbage(tmp_path: Path) -> None:
+    synthetic = read_synthetic_set(_synthetic_without_classes(tmp_path / "s", ["1", "0", "", "0"]))
+    synthetic.check_labels(["mass", "effusion"])  # effusion has no column: nothing to check
+    bad = read_synthetic_set(_synthetic_without_classes(tmp_path / "t", ["1", "0", "2", "0"]))
+    with pytest.raises(DataError, match=r"row 3 \(line 4\): label column 'mass' has value '2'"):
+        bad.check_labels(["mass", "effusion"])
+
+
+def test_the_image_quality_stage_refuses_a_bad_synthetic_label_even_without_per_class_rows(tmp_path: Path,
+                                                                                          capsys) -> None:
+    from benchmark.demo.phantoms import write_demo_dataset as write_phantoms
+    from benchmark.fidelity.cli import main
+
+    write_phantoms(tmp_path / "real", n_patients=10, images_per_patient=1, size=16, seed=0)
+    images = np.zeros((6, 16, 16), dtype=np.uint8)
+    rows = pd.DataFrame({"prompt": "x", "source_row": range(6), "seed": "", "normal": ["1", "0", "yes", "", "0", "1"]})
+    write_synthetic_set(tmp_path / "set", images, rows, {"model": "m"})  # no "classes" in the manifest
+    status = main(["--real", str(tmp_path / "real" / "split.csv"), "--synthetic", str(tmp_path / "set"),
+                   "--results-dir", str(tmp_path / "results"), "--model-name", "m"])
+    err = capsys.readouterr().err
+    assert status == 2 and "row 3 (line 4): label column 'normal' has value 'yes'" in err, err
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").glob("*.csv"))
+
+
 # ------------------------------------------------------------------------------------------- the leakage guard
 
 

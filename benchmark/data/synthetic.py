@@ -49,6 +49,12 @@ class SyntheticSet:
         check_label_columns(self.frame, classes, str(self.root / SYNTHETIC_CSV))
         return SyntheticSet(self.root, self.frame, list(classes), self.manifest)
 
+    def check_labels(self, classes: Sequence[str]) -> None:
+        """Check every label column of ``classes`` the set has (1 / 0 / empty), also where a stage uses none of them
+        (overall rows): garbage in a label column stops the run, naming ``synthetic.csv``, the row and the column.
+        Classes without a column are skipped (a plain folder of images has none)."""
+        check_label_columns(self.frame, [c for c in classes if c in self.frame.columns], str(self.root / SYNTHETIC_CSV))
+
     @property
     def model_name(self) -> str:
         """The model that made the set, from the manifest (``unknown`` when it does not say)."""

@@ -482,6 +482,7 @@ def run(args: argparse.Namespace) -> Path | None:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     real = read_split_csv(args.real, image_root=args.image_root, classes=classes)
     synthetic = read_synthetic_set(args.synthetic, classes=real.classes if options.per_class else None)
+    synthetic.check_labels(real.classes)  # overall rows use no label; a garbage label column stops all the same
     if options.cache_dir is None:
         options.cache_dir = str(default_cache_dir(args.results_dir))
     training = resolve_generator_training(synthetic.manifest.get("generator_training"),

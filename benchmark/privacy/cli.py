@@ -404,6 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
             raise
         print(f"note: {exc}; only overall rows", file=sys.stderr)
         synthetic = read_synthetic_set(args.synthetic, classes=[])
+    synthetic.check_labels(real.classes)  # the label columns it has, also when only overall rows are made
     reid_model = (privacy.load_reid_model(args.reid_model, args.reid_arch, args.reid_input_scaling)
                   if args.reid_model else None)
     size_warning = None
