@@ -265,15 +265,20 @@ def _unreachable_weights(monkeypatch: pytest.MonkeyPatch, key: str) -> str:
     return url
 
 
+def _nih_weights_on(tmp_path: Path, dataset: str, cache: Path, capsys) -> str:
+    """Run the pretrained stage with the nih weights (not in ``cache``) on a split of ``dataset``: exit 2, stderr."""
+    real_csv = _real_split(tmp_path, dataset)
+    synthetic = _synthetic(tmp_path, real_csv)
+    assert utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
+                         "--xrv-cache-dir", str(cache), "--results-dir", str(tmp_path / "results"),
+                         "--num-workers", "0"]) == 2
+    return capsys.readouterr().err
+
+
 def test_the_leakage_guard_decides_before_xrv_weights_are_loaded_or_downloaded(tmp_path: Path, monkeypatch,
                                                                                capsys) -> None:
     _unreachable_weights(monkeypatch, "densenet121-res224-nih")
-    real_csv = _real_split(tmp_path, "my hospital")
-    synthetic = _synthetic(tmp_path, real_csv)
-    assert utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
-                         "--xrv-cache-dir", str(tmp_path / "empty_cache"), "--results-dir", str(tmp_path / "results"),
-                         "--num-workers", "0"]) == 2
-    err = capsys.readouterr().err
+    err = _nih_weights_on(tmp_path, "my hospital", tmp_path / "empty_cache", capsys)
     assert "'my hospital' is not one the guard knows" in err and "Traceback" not in err
     assert not (tmp_path / "empty_cache").exists() and not (tmp_path / "results" / "utility_pretrained.csv").exists()
 
@@ -281,12 +286,7 @@ def test_the_leakage_guard_decides_before_xrv_weights_are_loaded_or_downloaded(t
 def test_weights_that_cannot_be_downloaded_are_a_clear_error_naming_the_url_and_the_file(tmp_path: Path, monkeypatch,
                                                                                          capsys) -> None:
     url = _unreachable_weights(monkeypatch, "densenet121-res224-nih")
-    real_csv = _real_split(tmp_path, "padchest")
-    synthetic = _synthetic(tmp_path, real_csv)
-    assert utility_main(["--real", str(real_csv), "--synthetic", str(synthetic), "--classifier", "nih",
-                         "--xrv-cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results"),
-                         "--num-workers", "0"]) == 2
-    err = capsys.readouterr().err
+    err = _nih_weights_on(tmp_path, "padchest", tmp_path / "cache", capsys)
     assert "torchxrayvision weights 'densenet121-res224-nih' are not in the cache" in err and url in err
     assert str(tmp_path / "cache" / Path(url).name) in err and "Traceback" not in err
 
