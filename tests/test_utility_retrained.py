@@ -58,7 +58,7 @@ from benchmark.utility.retrained import (
     retrained_config_from_args,
     run_retrained_stage,
 )
-from benchmark.utility.test_labels import unkeyed_extra_info
+from benchmark.utility.test_labels import keyed_extra_info, unkeyed_extra_info
 
 SIZE = 32
 # Short, plain training that learns the 32 px phantoms' cardiomegaly and effusion in a few epochs on CPU.
@@ -821,3 +821,11 @@ def test_a_setting_spec_label_round_trips() -> None:
     for text in ("real:all", "synthetic:0.5", "real+synthetic:100+5500", "mixed:1100@0.3"):
         assert parse_settings(text)[0].label == text
     assert SettingSpec("mixed", real=Size(count=10), mix_fraction=0.5).label == "mixed:10@0.5"
+
+
+@pytest.mark.parametrize("extra_info", ["", "run1", "a;;b", "a;", "run_all demo"])
+def test_physician_rows_are_keyed_apart_and_the_users_extra_info_comes_back_unchanged(extra_info: str) -> None:
+    keyed = keyed_extra_info(extra_info, "physician")
+    assert keyed != extra_info and keyed.endswith("test_labels=physician")
+    assert unkeyed_extra_info(keyed) == extra_info and keyed_extra_info(keyed, "physician") == keyed
+    assert keyed_extra_info(extra_info, "all") == extra_info

@@ -351,10 +351,10 @@ def run_pretrained_stage(
     check_writable(TABLE, results_dir)  # a full disk or a corrupt results CSV stops here, not after the scoring
     declared = None if classifier is not None else declared_training_data(config.classifier)
     if declared is not None:  # xrv weights: the guard decides before they are loaded (or downloaded)
-        check_leakage(real.dataset, *declared, config.allow_leakage)
+        leakage = check_leakage(real.dataset, *declared, config.allow_leakage)
     classifier = classifier or load_classifier(config.classifier, config.cache_dir)
-    trained_on = classifier.trained_on
-    leakage = check_leakage(real.dataset, classifier.name, trained_on, config.allow_leakage)
+    if declared is None:  # a checkpoint (or a given classifier) says what it saw once loaded
+        leakage = check_leakage(real.dataset, classifier.name, classifier.trained_on, config.allow_leakage)
     if leakage.leaky:
         LOG.warning("leakage allowed: %s", leakage.reason)
     generator = check_generator_overlap(

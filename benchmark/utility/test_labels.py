@@ -51,7 +51,7 @@ def keyed_extra_info(extra_info: str, test_labels: str) -> str:
     if check_test_labels(test_labels) == "all":
         return extra_info
     tag = f"test_labels={test_labels}"
-    parts = [part for part in extra_info.split(";") if part]
+    parts = extra_info.split(";") if extra_info else []  # empty parts kept: unkeyed_extra_info gives it back as is
     return ";".join(parts if tag in parts else [*parts, tag])
 
 
