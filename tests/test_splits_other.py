@@ -50,6 +50,20 @@ def test_chexgenbench_uncertain_policies() -> None:
     assert np.isnan(build_chexgenbench_split(table, ["Edema"], uncertain="ones")["Edema"].iloc[1])
 
 
+def test_chexgenbench_unmentioned_labels_stay_unknown_or_become_negative_as_chexgenbench_makes_them() -> None:
+    table = pd.DataFrame({"path": ["files/p1/p100001/s1/a.jpg", "files/p1/p100002/s2/b.jpg"],
+                          "annotated_prompt": ["a", "b"],
+                          "chexpert_labels": ["{'Edema': -1.0, 'Fracture': 1.0}", "{'Edema': None}"]})
+    default = build_chexgenbench_split(table, ["Edema", "Fracture"])
+    assert np.isnan(default["Edema"].iloc[1]) and np.isnan(default["Fracture"].iloc[1])  # None and missing key
+    theirs = build_chexgenbench_split(table, ["Edema", "Fracture"], uncertain="zeros", unmentioned="negative")
+    assert theirs[["Edema", "Fracture"]].to_numpy().tolist() == [[0.0, 1.0], [0.0, 0.0]]
+    kept = build_chexgenbench_split(table, ["Edema"], unmentioned="negative")
+    assert np.isnan(kept["Edema"].iloc[0]) and kept["Edema"].iloc[1] == 0  # an uncertain label is not unmentioned
+    with pytest.raises(DataError, match="unmentioned-label policy 'zero'"):
+        build_chexgenbench_split(table, ["Edema"], unmentioned="zero")
+
+
 def test_chexgenbench_bad_label_dict_names_the_row() -> None:
     table = pd.DataFrame({"path": ["files/p1/p100001/s1/a.jpg"], "annotated_prompt": ["a"],
                           "chexpert_labels": ["Edema: yes"]})

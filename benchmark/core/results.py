@@ -69,6 +69,8 @@ RESULT_TABLES: dict[str, tuple[str, ...]] = {
 OPTIONAL_KEY_COLUMNS: frozenset[str] = frozenset({"extra_info"})
 DEFAULT_RESULTS_DIR = "results"
 RESULTS_DIR_ENV = "RESULTS_DIR"
+#: when set, the caches (features, decoded training images) live under this folder instead of ``<results>/cache``
+CACHE_ENV = "SYNTHCXR_CACHE"
 LOCK_TIMEOUT_S = 300.0
 LOCK_POLL_S = 0.005  # filelock's default 0.05 s poll starves writers that queue behind each other
 STALE_TMP_S = 300.0  # a writer's temp file older than this was left by a killed process: removed on the next write
@@ -111,6 +113,15 @@ def _check_table(table: str) -> tuple[str, ...]:
 def results_dir(path: str | Path | None = None) -> Path:
     """The results folder, absolute: *path*, else ``$RESULTS_DIR``, else ``./results``; created if missing."""
     return _resolve_results_dir(path)
+
+
+def cache_dir(kind: str, results_dir: str | Path | None = None) -> Path:
+    """Folder of one cache (``features``, ``images``): ``$SYNTHCXR_CACHE/<kind>`` when set, else
+    ``<results dir>/cache/<kind>`` (not created)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser().absolute() / kind
+    return _resolve_results_dir(results_dir) / "cache" / kind
 
 
 def table_path(table: str, results_dir: str | Path | None = None) -> Path:

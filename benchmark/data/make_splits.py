@@ -17,7 +17,7 @@ from typing import Any
 from benchmark import __version__
 from benchmark.data import DataError, read_csv_strings, read_split_csv, split_summary, write_split_csv
 from benchmark.data.leakage import check_dataset_name
-from benchmark.data.splits.chexgenbench import build_chexgenbench_split
+from benchmark.data.splits.chexgenbench import UNMENTIONED_POLICIES, build_chexgenbench_split
 from benchmark.data.splits.common import (
     CLASS_LABEL_RULES,
     DEFAULT_PROMPT_TEMPLATE,
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                               help="CheXpert labels to keep (default: all 14)")
     chexgenbench.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
                               help="what an uncertain (-1) label becomes: unknown, 0 or 1")
+    chexgenbench.add_argument("--unmentioned", choices=UNMENTIONED_POLICIES, default="unknown",
+                              help="what a label the report does not mention (None) becomes: unknown (default, left "
+                                   "out of losses and figures) or negative (CheXGenBench's downstream script: "
+                                   "with --uncertain zeros)")
 
     csv = sub.add_parser("csv", help="any labelled CSV, with a column mapping")
     _common_options(csv)
@@ -153,9 +157,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     elif args.source == "chexgenbench":
         classes = parse_class_list(args.classes) or None
         frame = build_chexgenbench_split(read_csv_strings(args.csv), classes, uncertain=args.uncertain,
-                                         source=args.csv, **common)
+                                         unmentioned=args.unmentioned, source=args.csv, **common)
         classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], "mimic-cxr"
-        meta["uncertain"] = args.uncertain
+        meta["uncertain"], meta["unmentioned"] = args.uncertain, args.unmentioned
     elif args.source == "csv":
         frame = build_csv_split(
             read_csv_strings(args.csv), image_col=args.image_col, patient_col=args.patient_col,
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
             source=args.csv, **common,
         )
         classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], _dataset(args)
-        meta["uncertain"] = args.uncertain
+        meta["uncertain"], meta["unmentioned"] = args.uncertain, args.unmentioned
     else:
         frame = build_folder_split(args.images, patient_regex=args.patient_regex, seed=args.seed,
                                    fractions=fractions, prompt_template=args.prompt_template)

@@ -40,7 +40,7 @@ import torch
 import torchxrayvision as xrv
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.core.results import results_dir as _results_dir
+from benchmark.core.results import cache_dir
 from benchmark.data import DataError, ImageLoadError, XrayImage, load_image
 from benchmark.data.preprocess import check_xrv_range, xrv_input
 from benchmark.models.classifiers import load_classifier
@@ -50,7 +50,6 @@ DEFAULT_XRV_WEIGHTS = "densenet121-res224-all"
 DEFAULT_RADDINO = "microsoft/rad-dino"
 DEFAULT_PIXEL_SIZE = 64
 INCEPTION_SIZE = 299
-CACHE_ENV = "SYNTHCXR_CACHE"
 FLUSH_EVERY = 4096
 
 
@@ -315,10 +314,7 @@ def _load_raddino(weights: str, dev: torch.device) -> FeatureExtractor:
 
 def default_cache_dir(results_dir: str | Path | None = None) -> Path:
     """``$SYNTHCXR_CACHE/features`` when set, else ``<results dir>/cache/features``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser().absolute() / "features"
-    return _results_dir(results_dir) / "cache" / "features"
+    return cache_dir("features", results_dir)
 
 
 def file_digest(path: str | Path) -> str:

@@ -5,6 +5,11 @@ Multi-label training with a masked binary cross-entropy (unknown labels, NaN, do
 on a *real* validation set (mean AUROC over classes, early stopping with patience). Runs on one CPU, one GPU, or DDP
 over processes / GPUs / nodes when started by ``accelerate launch`` (mixed precision on GPU).
 
+Images are a tensor in memory or :class:`benchmark.data.image_cache.CachedImages` streamed from the decoded-image
+cache through DataLoader workers (same values, so the same model). On a GPU: mixed precision (``auto``: bf16 where
+the GPU supports it, else fp16 with a gradient scaler), ``channels_last``, pinned memory and non-blocking copies;
+``batch_size`` is per process and the learning rate is not scaled with the number of processes.
+
 Reproducibility: the shuffle order comes from a seeded generator in the main process and each image's augmentation
 from its own seed ``(seed, epoch, index)``, so neither depends on ``num_workers``. On CPU the trained weights also
 depend on the intra-op thread count (oneDNN splits the convolution weight gradient's batch reduction by thread);
@@ -26,9 +31,21 @@ import torchxrayvision as xrv
 from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
 
 from benchmark.core.stats import binary_metrics
+from benchmark.data.image_cache import CachedImages
 from benchmark.models.scoring import score_images
 
-PRELOAD_LIMIT_BYTES = 2 * 1024**3
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """``auto``: bf16 on a GPU that supports it, else fp16 on a GPU, else ``no`` (CPU); other choices unchanged."""
+    if choice not in MIXED_PRECISION:
+        raise ValueError(f"mixed precision must be one of {', '.join(MIXED_PRECISION)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 @dataclass
@@ -56,6 +73,7 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be at least 1")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be at least 1 (or None for torch's setting), got {self.cpu_threads}")
+        self.mixed_precision = resolve_mixed_precision(self.mixed_precision)
 
 
 @dataclass
@@ -96,7 +114,7 @@ class _Augmented(Dataset):
     the same whichever DataLoader worker (and however many) loads it. Set ``epoch`` before each pass.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool, seed: int = 0):
+    def __init__(self, images: torch.Tensor | CachedImages, labels: torch.Tensor, augment: bool, seed: int = 0):
         from torchvision.transforms import v2
 
         self.images, self.labels, self.seed, self.epoch = images, labels, seed, 0
@@ -164,9 +182,9 @@ def mean_auroc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, li
 
 
 def train_classifier(
-    train_images: torch.Tensor | Sequence[str | Path],
+    train_images: torch.Tensor | CachedImages,
     train_labels: np.ndarray,
-    val_images: torch.Tensor | Sequence[str | Path],
+    val_images: torch.Tensor | CachedImages,
     val_labels: np.ndarray,
     config: TrainConfig,
     *,
@@ -175,9 +193,11 @@ def train_classifier(
 ) -> TrainResult:
     """Train on ``train_*`` and select the epoch with the best mean AUROC on ``val_*`` (real images only).
 
-    Images are file paths (decoded once) or tensors ``(N, 1, S, S)`` in [-1024, 1024]; labels ``(N, C)`` float with
-    1 / 0 / NaN. Under ``accelerate launch`` the batches are shared over processes (DDP); every process returns the
-    same selected model. On CPU, ``config.cpu_threads`` (when set) is the intra-op thread count during training.
+    Images are tensors ``(N, 1, S, S)`` in [-1024, 1024] or the same images streamed from the image cache
+    (:class:`~benchmark.data.image_cache.CachedImages`, read by ``config.num_workers`` workers); labels ``(N, C)``
+    float with 1 / 0 / NaN. Under ``accelerate launch`` the batches are shared over processes (DDP); every process
+    returns the same selected model. On CPU, ``config.cpu_threads`` (when set) is the intra-op thread count during
+    training.
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with cpu_thread_count(config.cpu_threads, device):
@@ -188,16 +208,17 @@ def train_classifier(
 def _train_classifier(train_images, train_labels, val_images, val_labels, config: TrainConfig, *, progress: bool,
                       description: str) -> TrainResult:
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
     from tqdm.auto import tqdm
 
     from benchmark.fidelity.features import release_process_group_at_exit
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    gpu = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not gpu, mixed_precision=config.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(non_blocking=gpu))
     release_process_group_at_exit()
     set_seed(config.seed, device_specific=False)
-    train_x = train_images if isinstance(train_images, torch.Tensor) else _load(train_images, config)
-    val_x = val_images if isinstance(val_images, torch.Tensor) else _load(val_images, config)
+    train_x, val_x = train_images, val_images
     train_y = torch.tensor(np.asarray(train_labels, dtype=np.float32))  # a copy: the caller's array may be read-only
     val_y = np.asarray(val_labels, dtype=np.float32)
     n_outputs = train_y.shape[1]
@@ -216,8 +237,10 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
                                         generator=generator)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                         generator=generator, num_workers=config.num_workers, worker_init_fn=seed_worker,
-                        drop_last=len(dataset) > config.batch_size)
+                        drop_last=len(dataset) > config.batch_size, pin_memory=gpu)
     model = make_densenet(n_outputs, config.init)
+    memory_format = torch.channels_last if gpu else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # accelerate's scheduler wrapper steps the schedule once per process on every optimiser step (each process
     # sees 1/num_processes of the batches), so the schedule must count batches times processes.
@@ -238,7 +261,7 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
                    disable=not (progress and accelerator.is_main_process))
         for images, labels in bar:
             with accelerator.autocast():
-                loss = masked_bce(model(images), labels, pos_weight)
+                loss = masked_bce(model(images.contiguous(memory_format=memory_format)), labels, pos_weight)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -248,7 +271,8 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         model.eval()
         _sync_buffers(accelerator.unwrap_model(model), accelerator)
-        val_probabilities = _predict(accelerator.unwrap_model(model), val_x, config.batch_size, accelerator.device)
+        val_probabilities = predict_probabilities(accelerator.unwrap_model(model), val_x, accelerator.device,
+                                                  max(config.batch_size, 64), config.num_workers, accelerator.autocast)
         val_auroc, per_class = _same_on_every_process(*mean_auroc(val_y, val_probabilities), accelerator)
         sums = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), "sum")
         train_loss = float(sums[0] / sums[1].clamp_min(1))
@@ -299,19 +323,35 @@ def _same_on_every_process(value: float, per_class: list[float], accelerator) ->
     return shared[0], shared[1:]
 
 
-def _load(paths: Sequence[str | Path], config: TrainConfig) -> torch.Tensor:
-    needed = len(paths) * config.image_size**2 * 4
-    if needed > PRELOAD_LIMIT_BYTES:
-        raise MemoryError(f"{len(paths)} images at {config.image_size} px need {needed / 1e9:.1f} GB in memory; "
-                          "use a smaller --image-size or fewer images")
-    return load_tensors(paths, config.image_size, config.num_workers)
-
-
 @torch.no_grad()
-def _predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
-    """Sigmoid probabilities ``(N, C)`` for a tensor of images, in batches (on every process, same result)."""
+def predict_probabilities(model: torch.nn.Module, images: torch.Tensor | CachedImages, device: torch.device,
+                          batch_size: int = 64, num_workers: int = 0, autocast=contextlib.nullcontext,
+                          sigmoid: bool = True) -> np.ndarray:
+    """Probabilities float32 ``(N, C)`` for images in memory or streamed from the cache (same values either way), in
+    batches of ``batch_size``; the same on every process. ``sigmoid``: apply it to the outputs (False for a model
+    that applies its own)."""
+    dataset = TensorDataset(images) if isinstance(images, torch.Tensor) else _Single(images)
+    streamed = not isinstance(images, torch.Tensor) and len(images) > 64
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers if streamed else 0,
+                        pin_memory=device.type == "cuda")
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     outputs = []
-    loader = DataLoader(TensorDataset(images), batch_size=max(batch_size, 64))
     for (batch,) in loader:
-        outputs.append(torch.sigmoid(model(batch.to(device)).float()).cpu().numpy())
-    return np.concatenate(outputs)
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with autocast():
+            logits = model(batch)
+        outputs.append((torch.sigmoid(logits.float()) if sigmoid else logits.float()).cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
+class _Single(Dataset):
+    """Items of a dataset as 1-tuples (like ``TensorDataset`` of one tensor)."""
+
+    def __init__(self, images: Dataset):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return (self.images[index],)

@@ -1,7 +1,9 @@
 """CheXGenBench / MIMIC-CXR split builder: ``path``, ``annotated_prompt`` and ``chexpert_labels`` (a dict string).
 
 CheXpert labels are 1.0 (positive), 0.0 (negative), -1.0 (uncertain) or None (not mentioned); the uncertain
-policy decides what -1 becomes. The patient comes from a patient column, else from the MIMIC path
+policy decides what -1 becomes, the unmentioned policy what None becomes: unknown (default; masked from training
+losses and from every figure) or negative (CheXGenBench's own downstream script turns both None and -1 into 0, i.e.
+``--uncertain zeros --unmentioned negative``). The patient comes from a patient column, else from the MIMIC path
 (``files/p13/p13801616/s.../x.jpg`` -> ``p13801616``).
 """
 
@@ -24,6 +26,7 @@ CHEXPERT_LABELS: tuple[str, ...] = (
 )
 _PATIENT_IN_PATH = re.compile(r"(?:^|/)(p\d{5,})(?:/|$)")
 _PATIENT_COLUMNS = ("patientID", "patient_id", "subject_id", "PatientID")
+UNMENTIONED_POLICIES: tuple[str, ...] = ("unknown", "negative")
 
 
 def patient_from_path(path: str) -> str | None:
@@ -45,11 +48,18 @@ def parse_label_dict(text: object, where: str) -> dict[str, object]:
     return value
 
 
+def _unmentioned(value: object) -> bool:
+    """Whether a ``chexpert_labels`` value says nothing (missing, None, empty or NaN)."""
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip().lower() in (
+        "", "none", "nan")
+
+
 def build_chexgenbench_split(
     prompts: pd.DataFrame,
     classes: Sequence[str] | None = None,
     *,
     uncertain: str = "ignore",
+    unmentioned: str = "unknown",
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     class_label_rule: str = "first",
@@ -57,8 +67,12 @@ def build_chexgenbench_split(
 ) -> pd.DataFrame:
     """Split frame from a CheXGenBench prompts table; ``classes`` default to the 14 CheXpert labels.
 
-    Every row is kept (it is a prompt for generation); labels a report does not mention stay empty.
+    Every row is kept (it is a prompt for generation); labels a report does not mention stay empty, or are 0 with
+    ``unmentioned="negative"``.
     """
+    if unmentioned not in UNMENTIONED_POLICIES:
+        raise DataError(f"unknown unmentioned-label policy {unmentioned!r}; use one of "
+                        f"{', '.join(UNMENTIONED_POLICIES)}")
     for column in ("path", "annotated_prompt", "chexpert_labels"):
         if column not in prompts.columns:
             raise DataError(f"{source}: missing column {column!r} (CheXGenBench needs path, annotated_prompt, "
@@ -78,6 +92,10 @@ def build_chexgenbench_split(
          for i, d in enumerate(dicts)],
         dtype=np.float32,
     ).reshape(len(dicts), len(classes))
+    if unmentioned == "negative":
+        silent = np.array([[_unmentioned(d.get(name)) for name in classes] for d in dicts],
+                          dtype=bool).reshape(labels.shape)
+        labels[silent] = 0.0
 
     patient_column = next((c for c in _PATIENT_COLUMNS if c in prompts.columns), None)
     if patient_column:

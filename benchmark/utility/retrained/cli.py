@@ -29,7 +29,9 @@ def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--settings", default=",".join(default.settings),
                        help="comma-separated kind[:size]: real[:N], synthetic[:M], real+synthetic[:N+M], "
                             "mixed[:N[@F]]; sizes are counts (1100, 1.1k), fractions (0.5, 50%%) or all, e.g. "
-                            "'real:1.1k,synthetic:1.1k,mixed:1.1k,synthetic:5.5k,real+synthetic:1.1k+5.5k'")
+                            "'real:1.1k,synthetic:1.1k,mixed:1.1k,synthetic:5.5k,real+synthetic:1.1k+5.5k'; or "
+                            "'chexgenbench': CheXGenBench's four settings (real:all, synthetic:all, mixed:all@0.5, "
+                            "real+synthetic:all+all)")
     group.add_argument("--n-real", default=default.n_real, help="real size where a setting gives none (default all)")
     group.add_argument("--n-synthetic", default=default.n_synthetic,
                        help="synthetic size where a setting gives none (default all)")
@@ -49,7 +51,16 @@ def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
                        help="scratch, a torchxrayvision weights key (all, nih, pc, ...) or a checkpoint folder")
     group.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     group.add_argument("--patience", type=int, default=default.patience, help="early stopping on real val AUROC")
-    group.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=default.mixed_precision)
+    group.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
+                       help="auto (default): bf16 on a GPU that supports it, else fp16 with a gradient scaler; "
+                            "no on CPU")
+    group.add_argument("--memory-budget", type=float, default=default.memory_budget_gb, metavar="GB",
+                       help="a unit whose training and val images (float32) fit in this many GB trains from memory; "
+                            "larger ones stream from the image cache with --num-workers workers (same figures; "
+                            "default 2)")
+    group.add_argument("--image-cache", default=None,
+                       help="folder of the decoded-image cache (default: $SYNTHCXR_CACHE/images, else "
+                            "<results>/cache/images)")
     group.add_argument("--cpu-threads", type=int, default=default.cpu_threads,
                        help="on CPU, train with this many torch threads (CPU results depend on the thread count; "
                             "fix it for numbers that are the same on every machine; default: torch's setting)")
@@ -78,6 +89,7 @@ def retrained_config_from_args(args: argparse.Namespace) -> RetrainedConfig:
         image_size=args.image_size, epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr,
         weight_decay=args.weight_decay, balance=args.balance, init=args.init, augment=not args.no_augment,
         patience=args.patience, mixed_precision=args.mixed_precision, cpu_threads=args.cpu_threads,
+        memory_budget_gb=args.memory_budget, image_cache=args.image_cache,
         num_workers=int(getattr(args, "num_workers", 0) or 0), with_replacement=args.with_replacement,
         synthetic_from=args.synthetic_from, baseline=args.baseline, threshold=args.decision_threshold,
         spec_target=float(getattr(args, "spec_target", SPEC_TARGET)),
@@ -119,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         synthetic = read_synthetic_set(args.synthetic, classes=real.classes)
         outcome = run_retrained_stage(real, synthetic, config, model_name=args.model_name or synthetic.model_name,
                                       extra_info=args.extra_info, results_dir=args.results_dir, run_id=args.run_id)
-    except (DataError, ValueError, MemoryError) as exc:
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if main_process:

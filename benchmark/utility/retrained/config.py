@@ -12,6 +12,12 @@ from benchmark.utility.test_labels import TEST_LABELS
 
 TABLE = "utility_retrained"
 SETTING_KINDS: tuple[str, ...] = ("real", "synthetic", "real+synthetic", "mixed")
+#: named protocols ``--settings NAME`` expands to. ``chexgenbench``: CheXGenBench's four downstream settings on the
+#: split's train rows: all_original, all_synthetic (one image per prompt), mixed (half of the rows replaced by the
+#: synthetic image made from their own prompt) and augmented (every real row plus every synthetic image)
+SETTING_PRESETS: dict[str, tuple[str, ...]] = {
+    "chexgenbench": ("real:all", "synthetic:all", "mixed:all@0.5", "real+synthetic:all+all"),
+}
 TASKS: tuple[str, ...] = ("multilabel", "binary")
 THRESHOLDS: tuple[str, ...] = ("val-youden", "0.5")
 #: sensitivity is reported at this specificity by default (``--spec-target``), its threshold chosen on the test images
@@ -52,8 +58,10 @@ class RetrainedConfig:
     init: str | None = None
     augment: bool = True
     patience: int = 3
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # resolved on creation: bf16 / fp16 on a GPU, no on CPU
     num_workers: int = 0
+    memory_budget_gb: float = 2.0  # a unit whose training + val images fit is trained from memory, else streamed
+    image_cache: str | None = None  # folder of the decoded-image cache (default: $SYNTHCXR_CACHE/images)
     cpu_threads: int | None = None
     with_replacement: bool = False
     synthetic_from: str = "train"
@@ -87,10 +95,15 @@ class RetrainedConfig:
             raise ValueError(f"spec_target must be in (0, 1), got {self.spec_target}")
         if self.init in ("", "scratch", "none"):
             self.init = None
+        if self.memory_budget_gb < 0:
+            raise ValueError(f"memory_budget_gb must be at least 0, got {self.memory_budget_gb}")
+        from benchmark.models.training import resolve_mixed_precision
+
+        self.mixed_precision = resolve_mixed_precision(self.mixed_precision)
 
     def training_record(self) -> dict[str, Any]:
         """The fields that shape a trained model (what a resumed run must share)."""
         skip = {"settings", "seeds", "n_real", "n_synthetic", "mix_fraction", "baseline", "n_resamples", "stats_seed",
                 "resume", "progress", "num_workers", "spec_target", "allow_generator_overlap",
-                "test_labels"}
+                "test_labels", "memory_budget_gb", "image_cache"}
         return {k: v for k, v in asdict(self).items() if k not in skip}

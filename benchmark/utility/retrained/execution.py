@@ -29,6 +29,7 @@ from benchmark.core.stats import youden_threshold
 from benchmark.data import DataError, SplitTable, atomic_write_text
 from benchmark.data.generator_training import check_generator_overlap
 from benchmark.data.generator_training import resolve as resolve_generator_training
+from benchmark.data.image_cache import CachedImages, ImageCache, default_image_cache_dir
 from benchmark.data.synthetic import SyntheticSet
 from benchmark.utility.retrained.config import ARCHITECTURE, TABLE, RetrainedConfig
 from benchmark.utility.retrained.evaluation import UnitPredictions, evaluate_units
@@ -144,13 +145,17 @@ def _say(message: str, enabled: bool) -> None:
         print(message, flush=True)
 
 
-@torch.no_grad()
-def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 128) -> np.ndarray:
+def _predict(model: torch.nn.Module, images: torch.Tensor | CachedImages, device: torch.device,
+             num_workers: int = 0) -> np.ndarray:
     """Probabilities float64 ``(N, n_outputs)`` of a selected model (sigmoid outputs) for ``(N, 1, S, S)`` images."""
+    from benchmark.models.training import predict_probabilities
+
     model = model.to(device).eval()
-    out = [model(images[i:i + batch_size].to(device)).float().cpu().numpy() for i in range(0, len(images), batch_size)]
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    out = predict_probabilities(model, images, device, batch_size=128, num_workers=num_workers, sigmoid=False)
     model.to("cpu")
-    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+    return out.astype(np.float64)
 
 
 def _thresholds(val_labels: np.ndarray, val_scores: np.ndarray, policy: str) -> np.ndarray:
@@ -185,12 +190,13 @@ def _model_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _train_unit(unit: Unit, x: torch.Tensor, y: np.ndarray, val_x: torch.Tensor, val_y: np.ndarray,
+def _train_unit(unit: Unit, x: CachedImages, y: np.ndarray, val_x: CachedImages, val_y: np.ndarray,
                 classes: Sequence[str], config: RetrainedConfig) -> dict[str, Any]:
     """Train the unit's model(s) (every process); returns models, histories, best epochs, val AUROCs by model name.
 
-    ``x`` ``(n, 1, S, S)`` in [-1024, 1024], ``y`` ``(n, C)``; multilabel trains one model named ``all``, binary one
-    model per class (named after it) on that class's column.
+    ``x``: the unit's ``n`` training images from the cache, ``y`` ``(n, C)``; with ``val_x`` they are read into
+    memory when together they fit ``config.memory_budget_gb``, else streamed (the same values either way).
+    Multilabel trains one model named ``all``, binary one model per class (named after it) on that class's column.
     """
     from benchmark.models.training import TrainConfig, train_classifier
 
@@ -199,6 +205,8 @@ def _train_unit(unit: Unit, x: torch.Tensor, y: np.ndarray, val_x: torch.Tensor,
                                balance=config.balance, augment=config.augment, patience=config.patience,
                                num_workers=config.num_workers, mixed_precision=config.mixed_precision,
                                cpu_threads=config.cpu_threads)
+    if x.nbytes + val_x.nbytes <= config.memory_budget_gb * 1e9:
+        x, val_x = x.load(), val_x.load()
     targets = {"all": slice(None)} if config.task == "multilabel" else {c: slice(j, j + 1) for j, c in
                                                                         enumerate(classes)}
     out: dict[str, Any] = {"models": {}, "histories": {}, "best_epochs": {}, "best_val_auroc": {}}
@@ -230,7 +238,6 @@ def run_retrained_stage(
     from accelerate.utils import broadcast_object_list, gather_object
 
     from benchmark.models.classifiers import save_checkpoint
-    from benchmark.models.training import PRELOAD_LIMIT_BYTES, load_tensors
 
     extra_info = keyed_extra_info(extra_info, config.test_labels)
     state = _distributed_state()
@@ -284,20 +291,15 @@ def run_retrained_stage(
 
     real_needed = np.unique(np.concatenate([u.training.real for u in todo] or [np.zeros(0, np.int64)]))
     synthetic_needed = np.unique(np.concatenate([u.training.synthetic for u in todo] or [np.zeros(0, np.int64)]))
-    n_images = len(real_needed) + len(synthetic_needed) + len(val.frame) + len(test.frame)
-    if n_images * config.image_size**2 * 4 > PRELOAD_LIMIT_BYTES:
-        raise MemoryError(f"{n_images} images at {config.image_size} px need "
-                          f"{n_images * config.image_size**2 * 4 / 1e9:.1f} GB in memory; use a smaller --image-size")
     real_x = synthetic_x = val_x = test_x = None
     if todo:
-        real_paths = real.image_paths()
-        synthetic_paths = synthetic.image_paths()
-        real_x = load_tensors([real_paths[int(pools.train_rows[i])] for i in real_needed], config.image_size,
-                              config.num_workers) if len(real_needed) else None
-        synthetic_x = load_tensors([synthetic_paths[int(pools.synthetic_rows[i])] for i in synthetic_needed],
-                                   config.image_size, config.num_workers) if len(synthetic_needed) else None
-        val_x = load_tensors(val.image_paths(), config.image_size, config.num_workers)
-        test_x = load_tensors(test.image_paths(), config.image_size, config.num_workers) if main else None
+        real_paths, synthetic_paths = real.image_paths(), synthetic.image_paths()
+        lists = {"real training images": [real_paths[int(pools.train_rows[i])] for i in real_needed],
+                 "synthetic training images": [synthetic_paths[int(pools.synthetic_rows[i])] for i in synthetic_needed],
+                 "real val images": val.image_paths(), "real test images": test.image_paths()}
+        cache = ImageCache(config.image_cache or default_image_cache_dir(results_dir), config.image_size)
+        _build_cache(cache, lists, config, state, talk)
+        real_x, synthetic_x, val_x, test_x = (cache.images(paths) for paths in lists.values())
 
     predictions: list[UnitPredictions] = []
     trained, resumed = [], []
@@ -311,13 +313,9 @@ def run_retrained_stage(
         _say(f"[{number}/{len(units)}] {unit.spec.label} seed {unit.seed}: {unit.n_real} real + {unit.n_synthetic} "
              f"synthetic training images", talk)
         started = time.perf_counter()
-        parts = []
-        if unit.n_real:
-            parts.append(real_x[np.searchsorted(real_needed, unit.training.real)])
-        if unit.n_synthetic:
-            parts.append(synthetic_x[np.searchsorted(synthetic_needed, unit.training.synthetic)])
-        trained_models = _train_unit(unit, torch.cat(parts), unit.training.labels(pools), val_x, val_y, classes,
-                                     config)
+        train_x = (real_x.select(np.searchsorted(real_needed, unit.training.real))
+                   + synthetic_x.select(np.searchsorted(synthetic_needed, unit.training.synthetic)))
+        trained_models = _train_unit(unit, train_x, unit.training.labels(pools), val_x, val_y, classes, config)
         checksums = {name: _model_checksum(model) for name, model in trained_models["models"].items()}
         every = gather_object([checksums]) if state.num_processes > 1 else [checksums]
         if any(c != checksums for c in every):
@@ -352,6 +350,25 @@ def run_retrained_stage(
     return RetrainedOutcome(table, summary, run_id, folder, trained, resumed, reused)
 
 
+def _build_cache(cache: ImageCache, lists: dict[str, Sequence[Path]], config: RetrainedConfig, state: Any,
+                 talk: bool) -> None:
+    """Main process: decode into ``cache`` every image of ``lists`` not yet there; the others wait. An error (a disk
+    too small, an unreadable image) stops every process with the main process's message."""
+    error = ""
+    if state.is_main_process:
+        try:
+            for what, paths in lists.items():
+                cache.build(paths, num_workers=config.num_workers, progress=talk, what=what)
+        except DataError as exc:
+            error = str(exc)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error], from_process=0)[0]
+    if error:
+        raise DataError(error)
+
+
 def _open_run(units: Sequence[Unit], key: str, real_only_key: str, config: RetrainedConfig, run_id: str | None,
               results_dir: str | Path | None, test_paths: Sequence[str], real: SplitTable, synthetic: SyntheticSet,
               model_name: str, extra_info: str,
@@ -381,8 +398,8 @@ def _open_run(units: Sequence[Unit], key: str, real_only_key: str, config: Retra
 
 
 def _save_unit(folder: Path, unit: Unit, trained: dict[str, Any], pools: Pools, real: SplitTable,
-               synthetic: SyntheticSet, classes: Sequence[str], config: RetrainedConfig, val_x: torch.Tensor,
-               val_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray, test_paths: Sequence[str], elapsed: float,
+               synthetic: SyntheticSet, classes: Sequence[str], config: RetrainedConfig, val_x: CachedImages,
+               val_y: np.ndarray, test_x: CachedImages, test_y: np.ndarray, test_paths: Sequence[str], elapsed: float,
                state: Any, save_checkpoint: Any, real_only_key: str) -> UnitPredictions:
     """Main process: checkpoint(s), predictions, training list, curves, then the done-marker (written last)."""
     target = folder / "units" / unit.id
@@ -390,10 +407,13 @@ def _save_unit(folder: Path, unit: Unit, trained: dict[str, Any], pools: Pools, 
     device = state.device
     if config.task == "multilabel":
         model = trained["models"]["all"]
-        val_scores, test_scores = _predict(model, val_x, device), _predict(model, test_x, device)
+        val_scores = _predict(model, val_x, device, config.num_workers)
+        test_scores = _predict(model, test_x, device, config.num_workers)
     else:
-        val_scores = np.column_stack([_predict(trained["models"][c], val_x, device)[:, 0] for c in classes])
-        test_scores = np.column_stack([_predict(trained["models"][c], test_x, device)[:, 0] for c in classes])
+        val_scores = np.column_stack([_predict(trained["models"][c], val_x, device, config.num_workers)[:, 0]
+                                      for c in classes])
+        test_scores = np.column_stack([_predict(trained["models"][c], test_x, device, config.num_workers)[:, 0]
+                                       for c in classes])
     thresholds = _thresholds(val_y, val_scores, config.threshold)
     trained_on = ([real.dataset] if unit.n_real else []) + ([f"synthetic:{synthetic.model_name}"]
                                                            if unit.n_synthetic else [])

@@ -24,7 +24,7 @@ from benchmark.data import DataError, SplitTable, label_matrix
 from benchmark.data.generator_training import check_synthetic_origins, synthetic_origins
 from benchmark.data.splits.common import image_strata
 from benchmark.data.synthetic import SyntheticSet
-from benchmark.utility.retrained.config import SETTING_KINDS
+from benchmark.utility.retrained.config import SETTING_KINDS, SETTING_PRESETS
 
 
 class SizeError(DataError):
@@ -96,9 +96,11 @@ class SettingSpec:
 
 def parse_settings(items: Sequence[str] | str, n_real: str = "all", n_synthetic: str = "all",
                    mix_fraction: float = 0.5) -> list[SettingSpec]:
-    """Parse ``kind[:size]`` items; ``n_real`` / ``n_synthetic`` / ``mix_fraction`` fill in what an item omits."""
+    """Parse ``kind[:size]`` items; ``n_real`` / ``n_synthetic`` / ``mix_fraction`` fill in what an item omits. A
+    preset name (:data:`SETTING_PRESETS`, e.g. ``chexgenbench``) stands for its settings."""
     if isinstance(items, str):
         items = [s for s in items.split(",") if s.strip()]
+    items = [part for item in items for part in SETTING_PRESETS.get(item.strip().lower(), (item,))]
     specs: list[SettingSpec] = []
     for item in items:
         kind, _, size = (part.strip() for part in item.strip().partition(":"))
@@ -121,7 +123,8 @@ def parse_settings(items: Sequence[str] | str, n_real: str = "all", n_synthetic:
                     raise ValueError(f"the mixed fraction must lie in (0, 1], got {f:g}")
                 spec = SettingSpec(kind, real=parse_size(total or n_real), mix_fraction=f)
             else:
-                raise ValueError(f"unknown kind {kind!r}; use {', '.join(SETTING_KINDS)}")
+                raise ValueError(f"unknown kind {kind!r}; use {', '.join(SETTING_KINDS)} or a preset "
+                                 f"({', '.join(SETTING_PRESETS)})")
         except ValueError as exc:
             raise ValueError(f"setting {item.strip()!r}: {exc}") from None
         if spec in specs:
