@@ -84,3 +84,19 @@ def test_cpu_threads_gives_the_same_weights_whatever_torch_thread_count_the_call
 def test_cpu_threads_must_be_positive() -> None:
     with pytest.raises(ValueError, match="cpu_threads"):
         TrainConfig(cpu_threads=0)
+
+
+def test_auto_mixed_precision_is_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.models.training import resolve_mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_mixed_precision("auto") == "no" and TrainConfig().mixed_precision == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_mixed_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_mixed_precision("auto") == "fp16"
+    assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="mixed precision must be one of auto, no, fp16, bf16"):
+        resolve_mixed_precision("fp8")

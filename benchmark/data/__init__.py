@@ -1,7 +1,8 @@
-"""The data layer: split CSVs and their validation (``tables``), image loading (``images``), synthetic sets
-(``synthetic``), preprocessing to classifier input (``preprocess``), the leakage guard's dataset names and weight
-table (``leakage``), generator-training records (``generator_training``), the split builders (``splits``) and the
-CLIs that make, check and register data (``make_splits``, ``check_data``, ``register_images``).
+"""The data layer: split CSVs and their validation (``tables``), image loading (``images``), the decoded-image cache
+(``image_cache``), synthetic sets (``synthetic``), preprocessing to classifier input (``preprocess``), the leakage
+guard's dataset names and weight table (``leakage``), generator-training records (``generator_training``), the split
+builders (``splits``) and the CLIs that make, check and register data (``make_splits``, ``check_data``,
+``register_images``).
 
 May import: :mod:`benchmark.core` (and, in ``make_splits`` only, the demo's phantom builder for ``make_splits demo``).
 The names below are re-exported so ``from benchmark.data import read_split_csv, load_image, DataError`` works.

@@ -169,7 +169,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
             source=args.csv, **common,
         )
         classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], _dataset(args)
-        meta["uncertain"], meta["unmentioned"] = args.uncertain, args.unmentioned
+        meta["uncertain"] = args.uncertain
     else:
         frame = build_folder_split(args.images, patient_regex=args.patient_regex, seed=args.seed,
                                    fractions=fractions, prompt_template=args.prompt_template)

@@ -63,7 +63,7 @@ class TrainConfig:
     augment: bool = True
     patience: int = 3
     num_workers: int = 0
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"  # resolved on creation (resolve_mixed_precision)
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:

@@ -154,7 +154,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor | CachedImages, device
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     out = predict_probabilities(model, images, device, batch_size=128, num_workers=num_workers, sigmoid=False)
-    model.to("cpu")
+    model.to("cpu", memory_format=torch.contiguous_format)  # saved as on CPU
     return out.astype(np.float64)
 
 
@@ -354,19 +354,20 @@ def _build_cache(cache: ImageCache, lists: dict[str, Sequence[Path]], config: Re
                  talk: bool) -> None:
     """Main process: decode into ``cache`` every image of ``lists`` not yet there; the others wait. An error (a disk
     too small, an unreadable image) stops every process with the main process's message."""
-    error = ""
+    failure: DataError | None = None
     if state.is_main_process:
         try:
             for what, paths in lists.items():
                 cache.build(paths, num_workers=config.num_workers, progress=talk, what=what)
         except DataError as exc:
-            error = str(exc)
+            failure = exc
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        error = broadcast_object_list([error], from_process=0)[0]
-    if error:
-        raise DataError(error)
+        message = broadcast_object_list([str(failure) if failure else ""], from_process=0)[0]
+        failure = failure or (DataError(message) if message else None)
+    if failure is not None:
+        raise failure
 
 
 def _open_run(units: Sequence[Unit], key: str, real_only_key: str, config: RetrainedConfig, run_id: str | None,
