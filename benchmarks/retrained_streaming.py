@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchmark.models.training as training
 from benchmark.data.image_cache import ImageCache
-from benchmark.models.training import TrainConfig, masked_bce, train_classifier
+from benchmark.models.training import TrainConfig, train_classifier
+from benchmarks.bare_loop import bare_step
 
 
 def tiny_model(n_outputs: int, init: str | None = None) -> torch.nn.Module:
@@ -128,14 +129,7 @@ def bare_rate(images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace
                 torch.cuda.synchronize()
             seen, started = 0, time.perf_counter()
         x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = masked_bce(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        float(loss.detach())
+        bare_step(model, optimizer, scaler, x, y.to(device, non_blocking=True), dtype)
         seen += len(x)
     if device.type == "cuda":
         torch.cuda.synchronize()

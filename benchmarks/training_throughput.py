@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.models.training import TrainConfig, make_densenet, masked_bce, train_classifier
+from benchmark.models.training import TrainConfig, make_densenet, train_classifier
+from benchmarks.bare_loop import bare_step
 
 
 def harness_seconds(images: torch.Tensor, labels: np.ndarray, epochs: int, args: argparse.Namespace,
@@ -51,14 +52,8 @@ def bare_seconds(images: torch.Tensor, labels: np.ndarray, epochs: int, args: ar
                         drop_last=len(images) > args.batch_size)
     for _ in range(epochs):
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = masked_bce(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            float(loss.detach())  # the harness reads the loss every step too
+            bare_step(model, optimizer, scaler, x.to(device, non_blocking=True), y.to(device, non_blocking=True),
+                      dtype)  # reads the loss every step, as the harness does
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started

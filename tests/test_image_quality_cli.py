@@ -223,8 +223,8 @@ def real_image_set(stage: dict[str, Path], out: Path, *, noise: float = 0.0) -> 
     return out
 
 
-def test_fid_sits_at_its_floor_for_real_images_and_above_it_for_noisy_ones(stage: dict[str, Path],
-                                                                              tmp_path: Path) -> None:
+def real_and_noisy_rows(stage: dict[str, Path], tmp_path: Path) -> tuple[pd.Series, pd.Series]:
+    """The overall rows of two runs: the split's train images as the synthetic set, and the same with noise 0.15."""
     results = tmp_path / "results"
     for name, noise in (("real-train", 0.0), ("noisy-train", 0.15)):
         folder = real_image_set(stage, tmp_path / name, noise=noise)
@@ -232,7 +232,12 @@ def test_fid_sits_at_its_floor_for_real_images_and_above_it_for_noisy_ones(stage
                      "--results-dir", str(results), "--cache-dir", str(stage["cache"]), "--no-diversity",
                      "--no-memorisation", *FAST]) == 0
     table = read_results("image_quality_metrics", results).set_index("model_name")
-    real_row, noisy = table.loc["real-train"], table.loc["noisy-train"]
+    return table.loc["real-train"], table.loc["noisy-train"]
+
+
+def test_fid_sits_at_its_floor_for_real_images_and_above_it_for_noisy_ones(stage: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    real_row, noisy = real_and_noisy_rows(stage, tmp_path)
     n_val = int((pd.read_csv(stage["split"])["split"] == "val").sum())
     for row in (real_row, noisy):
         assert (int(row["fid_floor_n_a"]), int(row["fid_floor_n_b"])) == (24, 44)  # the row's own sizes
@@ -247,6 +252,86 @@ def test_fid_sits_at_its_floor_for_real_images_and_above_it_for_noisy_ones(stage
     assert float(real_row["fid"]) == pytest.approx(float(real_row["fid_floor"]), rel=0.4)
     assert float(noisy["fid"]) > 5 * float(noisy["fid_floor"])
     assert float(noisy["fid_ci_low"]) > 1.5 * float(noisy["fid_floor"])
+
+
+def test_a_linear_probe_cannot_tell_real_train_images_from_the_reference_but_tells_noisy_ones(
+        stage: dict[str, Path], tmp_path: Path) -> None:
+    real_row, noisy = real_and_noisy_rows(stage, tmp_path)
+    for row in (real_row, noisy):
+        # real test patients and the synthetic images' (train) source patients: 24 + 44 images, half held out
+        assert int(row["detect_n_test_real"]) + int(row["detect_n_test_synthetic"]) == pytest.approx(34, abs=6)
+        assert float(row["detect_auroc_ci_low"]) <= float(row["detect_auroc"]) <= float(row["detect_auroc_ci_high"])
+        assert "detectability: held-out AUROC of a linear probe" in row["ci_method"]
+    # measured: real train images 0.44 [0.23, 0.68]; noisy ones 1.00 [0.88, 1.00], p 5e-7 (without the label strata
+    # the real train images read 0.20 [0.08, 0.44]: the demo's label mix is balanced by design, see
+    # test_detectability)
+    assert float(real_row["detect_auroc_ci_low"]) < 0.5 < float(real_row["detect_auroc_ci_high"])
+    assert float(noisy["detect_auroc_ci_low"]) > 0.5 and float(noisy["detect_p"]) < 0.01
+
+
+def test_fid_against_saved_reference_statistics_equals_fid_against_the_images(stage: dict[str, Path],
+                                                                             tmp_path: Path, capsys) -> None:
+    results, saved = tmp_path / "results", tmp_path / "published" / "demo_test.npz"
+    assert run_stage(stage, results, "--per-class", "--no-memorisation", "--no-diversity", "--no-detectability",
+                     "--save-reference", str(saved)) == 0
+    header = json.loads(str(np.load(saved)["header"]))
+    split = pd.read_csv(stage["split"])
+    assert not any(path in json.dumps(header) for path in split["image_path"])  # statistics only
+    assert header["extractor"]["name"] == "xrv:densenet121-res224-all@32px" and header["real_split"] == "test"
+    assert main(["--reference", str(saved), "--synthetic", str(stage["synthetic"]), "--xrv-cache-dir",
+                 str(stage["xrv"]), "--results-dir", str(results), "--cache-dir", str(stage["cache"]), "--per-class",
+                 *FAST]) == 0
+    table = read_results("image_quality_metrics", results)
+    from_images = table[~table["feature_extractor"].str.contains("reference:")].set_index("class")
+    from_file = table[table["feature_extractor"].str.contains("reference:demo_test@")].set_index("class")
+    assert list(from_file.index) == ["overall", *FINDINGS]  # rows of their own, beside the full ones
+    for name in from_file.index:
+        assert int(from_file.loc[name, "n_real"]) == int(from_images.loc[name, "n_real"])
+        if str(from_images.loc[name, "fid"]) not in ("", "nan"):  # classes of k or fewer images have no FID there
+            # 1,024 dims from 24-44 images: covariances of rank < D, so the two paths round differently (measured
+            # 1.1e-5 relative)
+            assert float(from_file.loc[name, "fid"]) == pytest.approx(float(from_images.loc[name, "fid"]), rel=1e-4)
+        assert float(from_file.loc[name, "fid_ci_low"]) <= float(from_file.loc[name, "fid"]) <= \
+            float(from_file.loc[name, "fid_ci_high"])
+        assert "the reference fixed" in from_file.loc[name, "ci_method"]
+        assert "need the real images" in from_file.loc[name, "notes"]
+    capsys.readouterr()
+    assert main(["--reference", str(saved), "--synthetic", str(stage["synthetic"]), "--xrv-cache-dir",
+                 str(stage["xrv"]), "--results-dir", str(results), "--cache-dir", str(stage["cache"]),
+                 *FAST, "--image-size", "48"]) != 0
+    error = capsys.readouterr().err
+    assert "demo_test.npz: made with features 'xrv:densenet121-res224-all@32px'" in error
+    assert "in use is 'xrv:densenet121-res224-all@48px'" in error
+
+
+def test_by_sex_adds_one_row_per_subgroup_comparing_its_real_and_synthetic_images(stage: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    folder = real_image_set(stage, tmp_path / "real-train")
+    split = pd.read_csv(stage["split"], dtype=str)
+    synthetic_csv = pd.read_csv(folder / "synthetic.csv", dtype=str)
+    sex_of = split.drop_duplicates("patient_id").set_index("patient_id")["sex"]
+    synthetic_csv["sex"] = synthetic_csv["patient_id"].map(sex_of)
+    synthetic_csv.to_csv(folder / "synthetic.csv", index=False)
+    results = tmp_path / "results"
+    assert main(["--real", str(stage["split"]), "--synthetic", str(folder), "--xrv-cache-dir", str(stage["xrv"]),
+                 "--results-dir", str(results), "--cache-dir", str(stage["cache"]), "--no-diversity",
+                 "--no-memorisation", "--by", "sex", *FAST]) == 0
+    table = read_results("image_quality_metrics", results).set_index("class")
+    test = split[split["split"] == "test"]
+    values = sorted(set(test["sex"]))
+    assert list(table.index) == ["overall", *[f"sex={v}" for v in values]]
+    for value in values:
+        row = table.loc[f"sex={value}"]
+        assert (row["subgroup_by"], row["subgroup"]) == ("sex", value)
+        assert int(row["n_real"]) == int((test["sex"] == value).sum())
+        assert int(row["n_synthetic"]) == int((synthetic_csv["sex"] == value).sum())
+        patients = test.loc[test["sex"] == value, "patient_id"].nunique()
+        if patients >= 5:
+            assert float(row["fid_ci_low"]) <= float(row["fid"]) <= float(row["fid_ci_high"])
+        else:  # a subgroup too small for the jackknife says so instead of printing an interval
+            assert row["fid_ci_low"] == "" and f"no FID/FD∞ interval: {patients} clusters" in row["notes"]
+    per_sex = {f"sex={v}": test.loc[test["sex"] == v, "patient_id"].nunique() for v in values}
+    assert per_sex == {"sex=F": 4, "sex=M": 8}  # both branches above are exercised
 
 
 def test_per_class_floors_use_other_real_images_of_the_class_or_halves_of_the_reference(

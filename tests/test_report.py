@@ -143,6 +143,22 @@ def test_leaderboard_lists_the_demo_models_with_the_values_of_the_csvs(demo_repo
     assert shown == sorted(shown, reverse=True)  # best model first
 
 
+def test_image_quality_shows_detectability_with_its_interval_and_one_plain_line_per_model(demo_report,
+                                                                                         demo_results) -> None:
+    quality = read_results("image_quality_metrics", demo_results.results_dir)
+    markdown = demo_report.markdown.read_text()
+    section = markdown.split("## Image quality", 1)[1].split("\n## ", 1)[0]
+    assert "detectability AUROC [95% CI]" in section
+    for model in DEMO_MODELS:
+        overall = quality[(quality["model_name"] == model) & (quality["class"] == "overall")].iloc[0]
+        value, low, high = (float(overall[c]) for c in ("detect_auroc", "detect_auroc_ci_low", "detect_auroc_ci_high"))
+        assert low <= value <= high
+        assert f"{model} ({overall['feature_extractor']}): a linear probe tells synthetic from real with AUROC " \
+               f"{value:.2f} [{low:.2f}, {high:.2f}]" in section
+    untrained = quality[(quality["model_name"] == "demo-untrained-ddpm") & (quality["class"] == "overall")].iloc[0]
+    assert float(untrained["detect_auroc_ci_low"]) > 0.9  # noise from an untrained DDPM: told apart every time
+
+
 def test_retrained_leaderboard_cell_is_the_pre_specified_settings_change_not_the_best(demo_report,
                                                                                        demo_results) -> None:
     retrained = read_results("utility_retrained", demo_results.results_dir)

@@ -67,8 +67,11 @@ def raw_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_tables_and_key_columns_match_spec():
-    # SPEC §4's three tables, plus the privacy stage's two (README "Privacy and alignment")
+    # SPEC §4's three tables, plus the privacy stage's two (README "Privacy and alignment") and the pretrained
+    # stage's subgroup rows (README "Subgroups")
     assert RESULT_TABLES == {
+        "utility_pretrained_subgroups": ("model_name", "extra_info", "classifier", "image_source", "class",
+                                         "subgroup_by", "subgroup"),
         "privacy_metrics": ("model_name", "extra_info", "reid_model", "class"),
         "alignment_metrics": ("model_name", "extra_info", "alignment_model", "class"),
         "image_quality_metrics": ("model_name", "extra_info", "feature_extractor", "class"),

@@ -60,6 +60,9 @@ __all__ = [
 RESULT_TABLES: dict[str, tuple[str, ...]] = {
     "image_quality_metrics": ("model_name", "extra_info", "feature_extractor", "class"),
     "utility_pretrained": ("model_name", "extra_info", "classifier", "image_source", "class"),
+    # Beyond SPEC §4 (README "Subgroups"): the pretrained stage's per-subgroup rows (--by sex / age-band / view).
+    "utility_pretrained_subgroups": ("model_name", "extra_info", "classifier", "image_source", "class", "subgroup_by",
+                                     "subgroup"),
     "utility_retrained": ("model_name", "extra_info", "setting", "n_real", "n_synthetic", "seed", "class"),
     # Beyond SPEC §4 (README "Privacy and alignment"): the privacy stage's re-identification and alignment rows.
     "privacy_metrics": ("model_name", "extra_info", "reid_model", "class"),

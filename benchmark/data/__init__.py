@@ -1,4 +1,5 @@
-"""The data layer: split CSVs and their validation (``tables``), image loading (``images``), the decoded-image cache
+"""The data layer: split CSVs and their validation (``tables``), image loading (``images``: PNG, JPEG, ..., DICOM),
+subgroup membership (``subgroups``: sex, age band, view), the decoded-image cache
 (``image_cache``), synthetic sets (``synthetic``), preprocessing to classifier input (``preprocess``), the leakage
 guard's dataset names and weight table (``leakage``), generator-training records (``generator_training``), the split
 builders (``splits``) and the CLIs that make, check and register data (``make_splits``, ``check_data``,

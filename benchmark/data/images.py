@@ -2,10 +2,14 @@
 
 Images are returned with their true bit depth (8 or 16) so that normalisation can scale from the right
 maximum (255 or 65535); nothing here rescales or pads, and an unreadable file is an error, never a blank.
+DICOM files (``.dcm`` / ``.dicom``, or the ``DICM`` preamble) are read with pydicom: the modality LUT (rescale
+slope / intercept) and the first VOI LUT or window are applied, MONOCHROME1 is inverted so that bone is bright, and
+the result is scaled from its own minimum and maximum to 16 bits (:func:`load_dicom`).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,10 +67,9 @@ def _to_grey(image: Image.Image) -> tuple[np.ndarray, int]:
     raise ValueError(f"unsupported image mode {mode!r}")
 
 
+@functools.cache
 def image_suffixes() -> frozenset[str]:
     """File suffixes of every format Pillow (the harness's image loader) can open: PNG, JPEG, TIFF, BMP, WebP, ..."""
-    from PIL import Image
-
     Image.init()
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
@@ -94,8 +97,71 @@ def image_files_under(folder: Path, skip_other: bool = False) -> list[Path]:
     return images
 
 
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+
+
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: a DICOM suffix, or the ``DICM`` marker after the 128-byte preamble."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in image_suffixes():  # a PNG / JPEG / ... by name: not opened twice
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def load_dicom(path: str | Path) -> XrayImage:
+    """Decode one DICOM image into a 16-bit greyscale :class:`XrayImage` ``(H, W)``.
+
+    The stored values go through the modality LUT (``RescaleSlope`` / ``RescaleIntercept``) and the first VOI LUT or
+    window (``WindowCenter`` / ``WindowWidth``) when the file has one; MONOCHROME1 (low values bright) is inverted;
+    the result is scaled from its minimum and maximum to 0..65535. Multi-frame files, colour DICOMs and compressed
+    pixel data without an installed decoder raise :class:`ImageLoadError` naming the file and the reason."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
+        raise ImageLoadError(path, f"not a readable DICOM file ({exc})") from exc
+    if "PixelData" not in dataset:
+        raise ImageLoadError(path, "no pixel data in the DICOM file (truncated, or not an image)")
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageLoadError(path, f"DICOM photometric interpretation {photometric!r} (a chest X-ray is "
+                                   "MONOCHROME1 or MONOCHROME2)")
+    if int(dataset.get("NumberOfFrames", 1) or 1) != 1:
+        raise ImageLoadError(path, f"multi-frame DICOM ({dataset.NumberOfFrames} frames); one image per file")
+    try:
+        stored = dataset.pixel_array
+        values = apply_voi_lut(apply_modality_lut(stored, dataset), dataset, index=0)
+    except Exception as exc:  # pydicom raises RuntimeError / NotImplementedError / ValueError for what it cannot decode
+        transfer = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(transfer, "name", transfer)
+        raise ImageLoadError(path, f"DICOM pixel data not decodable ({type(exc).__name__}: {exc}; transfer syntax "
+                                   f"{name})") from exc
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ImageLoadError(path, f"DICOM pixel data of shape {values.shape}, not one greyscale image")
+    if not np.isfinite(values).all():
+        raise ImageLoadError(path, "DICOM pixel data holds non-finite values after its LUTs")
+    if photometric == "MONOCHROME1":
+        values = -values
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    pixels = np.round(scaled * 65535.0).astype(np.uint16)
+    return XrayImage(np.ascontiguousarray(pixels), 16, path, f"DICOM {photometric}")
+
+
 def load_image(path: str | Path) -> XrayImage:
-    """Decode one image file (PNG 8/16-bit, JPEG, ...; modes L, RGB, RGBA, I;16, P) into greyscale.
+    """Decode one image file (PNG 8/16-bit, JPEG, ...; modes L, RGB, RGBA, I;16, P; DICOM) into greyscale.
 
     Colour images are converted with ITU-R 601 luma, alpha is discarded. Raises :class:`ImageLoadError`
     naming the file when it is missing, empty, truncated or not an image.
@@ -107,6 +173,8 @@ def load_image(path: str | Path) -> XrayImage:
         raise ImageLoadError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "file is empty (0 bytes)")
+    if is_dicom(path):
+        return load_dicom(path)
     try:
         with Image.open(path) as image:
             image.load()
@@ -125,6 +193,17 @@ def load_image(path: str | Path) -> XrayImage:
     return XrayImage(np.ascontiguousarray(pixels), bit_depth, path, mode)
 
 
+def _dimensions(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header only (DICOM: ``Columns`` / ``Rows``)."""
+    if is_dicom(path):
+        import pydicom
+
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(header.Columns), int(header.Rows)
+    with Image.open(path) as image:
+        return image.size
+
+
 def undersized_note(paths: Sequence[str | Path], size: int, what: str) -> str:
     """A warning when images are smaller than ``size`` (a network's input side) on their shorter side, or "".
 
@@ -134,11 +213,11 @@ def undersized_note(paths: Sequence[str | Path], size: int, what: str) -> str:
     small: list[tuple[Path, tuple[int, int]]] = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                if min(image.size) < size:
-                    small.append((Path(path), image.size))
-        except (OSError, SyntaxError, ValueError):
-            continue  # unreadable files are reported by scan_images
+            dims = _dimensions(Path(path))
+        except Exception:  # unreadable files are reported by scan_images
+            continue
+        if min(dims) < size:
+            small.append((Path(path), dims))
     if not small:
         return ""
     (first, (w, h)) = small[0]

@@ -16,6 +16,12 @@ memorisation report under ``results/runs/<run_id>/``).
   (same class; held-out splits first, then train; patient-disjoint) as it has synthetic ones, in the same feature
   space: what FID reads between two real samples of these sizes. FID is driven by sample size, so FID next to its
   floor is comparable across classes and models; FID alone is not.
+* Detectability (every row with figures): the held-out AUROC of a linear probe telling the row's synthetic images
+  from its real ones in the same features, on a patient-disjoint split (:mod:`benchmark.fidelity.detectability`).
+* Subgroups (``--by sex,age-band,view``): one more row per subgroup of the reference (class column ``sex=F``),
+  its real images against the synthetic images of the same subgroup (:mod:`benchmark.utility.subgroups`).
+* Reference statistics: ``--save-reference FILE`` also writes the real images' feature statistics (no image);
+  ``--reference FILE`` computes FID against such a file in place of ``--real`` (:mod:`benchmark.fidelity.reference`).
 * Diversity (overall row): MS-SSIM within prompts and across random pairs, the real split's value beside each.
 * Memorisation: every synthetic image against the ``train`` split (see :mod:`benchmark.fidelity.memorisation`), with the
   share of ``--real-split`` images flagged the same way beside it (the chance level: other patients).
@@ -42,13 +48,23 @@ import pandas as pd
 
 from benchmark.core.cli import add_set_arguments
 from benchmark.core.errors import exit_status
-from benchmark.core.provenance import new_run_id
+from benchmark.core.provenance import git_commit, new_run_id, utc_timestamp
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.data import DataError, SplitTable, load_image, read_split_csv, undersized_note
 from benchmark.data.generator_training import check_generator_overlap, training_references
 from benchmark.data.generator_training import resolve as resolve_generator_training
 from benchmark.data.leakage import extractor_note
+from benchmark.data.subgroups import (
+    DEFAULT_AGE_CUTS,
+    age_cuts,
+    subgroup_values,
+    subgroup_variables,
+    synthetic_subgroups,
+)
 from benchmark.data.synthetic import SyntheticSet, read_synthetic_set
+from benchmark.data.tables import label_matrix
+from benchmark.fidelity.detectability import CI_METHOD as DETECT_CI_METHOD
+from benchmark.fidelity.detectability import detectability
 from benchmark.fidelity.distances import (
     DEFAULT_JACKKNIFE_GROUPS,
     MIN_JACKKNIFE_GROUPS,
@@ -83,6 +99,14 @@ from benchmark.fidelity.memorisation import (
     write_report,
 )
 from benchmark.fidelity.metrics import fidelity_metrics
+from benchmark.fidelity.reference import (
+    NOT_FROM_REFERENCE,
+    check_extractor,
+    load_reference,
+    reference_fid,
+    reference_statistics,
+    save_reference,
+)
 
 TABLE = "image_quality_metrics"
 OVERALL = "overall"
@@ -115,6 +139,9 @@ class QualityOptions:
     diversity_pairs: int = DEFAULT_PAIRS
     diversity_prompts: int = DEFAULT_PROMPTS
     images_per_prompt: int = DEFAULT_PER_PROMPT
+    detectability: bool = True
+    by: tuple[str, ...] = ()
+    age_cuts: tuple[int, ...] = DEFAULT_AGE_CUTS
     progress: bool = False
 
 
@@ -231,15 +258,42 @@ def floor_columns(plan: FloorPlan | str | None, take: Any, options: QualityOptio
             "floor_note": "; ".join(f"FID floor: {n}" for n in result.notes)}
 
 
+def detection_groups(real_patients: np.ndarray, synthetic_clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group ids of the detectability split: real images by patient; a synthetic image by its source patient
+    (the same id as that patient's real images, so the two stay on one side), else by its own cluster."""
+    real_ids = np.array([f"patient:{p}" for p in real_patients], dtype=object)
+    fake_ids = np.array([f"patient:{c.split(':', 1)[1]}" if c.startswith("patient_id:") else f"synthetic {c}"
+                         for c in synthetic_clusters.astype(str)], dtype=object)
+    return real_ids.astype(str), fake_ids.astype(str)
+
+
+def label_strata(frame: pd.DataFrame, classes: Sequence[str], source: str) -> np.ndarray:
+    """Each row's labels for ``classes`` as one string (``1`` / ``0`` / ``?`` per class; empty without classes):
+    the strata the detectability split keeps in proportion."""
+    if not classes:
+        return np.full(len(frame), "", dtype=object).astype(str)
+    labels = label_matrix(frame, list(classes), source)
+    return np.array(["".join("?" if np.isnan(v) else str(int(v)) for v in row) for row in labels], dtype=str)
+
+
 def _figures_or_note(real: np.ndarray, fake: np.ndarray, options: QualityOptions, seed: int, *,
-                     real_clusters: np.ndarray, fake_clusters: np.ndarray, fake_kind: str) -> dict[str, Any]:
+                     real_clusters: np.ndarray, fake_clusters: np.ndarray, fake_kind: str,
+                     real_strata: np.ndarray | None = None, fake_strata: np.ndarray | None = None) -> dict[str, Any]:
     if len(real) <= options.k or len(fake) <= options.k:
         return {"n_real": len(real), "n_synthetic": len(fake),
                 "notes": f"too few images for the figures (need more than k={options.k} per side)"}
-    return fidelity_metrics(real, fake, real_clusters=real_clusters, fake_clusters=fake_clusters,
-                            real_cluster_kind="patient", fake_cluster_kind=fake_kind, k=options.k,
-                            kid_subset_size=options.kid_subset_size, kid_n_subsets=options.kid_subsets,
-                            n_groups=options.jackknife_groups, seed=seed, device=options.device)
+    row = fidelity_metrics(real, fake, real_clusters=real_clusters, fake_clusters=fake_clusters,
+                           real_cluster_kind="patient", fake_cluster_kind=fake_kind, k=options.k,
+                           kid_subset_size=options.kid_subset_size, kid_n_subsets=options.kid_subsets,
+                           n_groups=options.jackknife_groups, seed=seed, device=options.device)
+    if options.detectability:
+        real_groups, fake_groups = detection_groups(real_clusters, fake_clusters)
+        found = detectability(real, fake, real_groups=real_groups, fake_groups=fake_groups, real_strata=real_strata,
+                              fake_strata=fake_strata, seed=seed)
+        row.update(found.columns())
+        row["ci_method"] += f"; {DETECT_CI_METHOD}"
+        row["notes"] = "; ".join(filter(None, [row.get("notes", ""), found.note]))
+    return row
 
 
 @dataclass
@@ -250,10 +304,15 @@ class _RowPlan:
     n_real_available: int
     n_synthetic_available: int
     floor: FloorPlan | str | None = None
+    subgroup_by: str = ""
+    subgroup: str = ""
 
 
-def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityOptions) -> list[_RowPlan]:
-    """Which real and synthetic rows each result row compares (overall first, then each class)."""
+def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityOptions,
+               subgroups: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> list[_RowPlan]:
+    """Which real and synthetic rows each result row compares (overall first, then each class, then each subgroup
+    of ``subgroups``: ``{by: (reference rows' subgroups, synthetic images' subgroups)}``)."""
+    subgroups = subgroups or {}
     n_ref, n_syn = len(reference.frame), len(synthetic.frame)
     plans = [_RowPlan(OVERALL, subsample_indices(n_ref, options.n, options.seed),
                       subsample_indices(n_syn, options.n, options.seed + 1), n_ref, n_syn)]
@@ -266,6 +325,13 @@ def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityO
             plans.append(_RowPlan(name, real_idx[subsample_indices(len(real_idx), n_class, options.seed)],
                                   syn_idx[subsample_indices(len(syn_idx), n_class, options.seed + 1)],
                                   len(real_idx), len(syn_idx)))
+    for by, (real_groups, syn_groups) in subgroups.items():
+        for value in sorted({g for g in real_groups if g}):
+            real_idx, syn_idx = np.flatnonzero(real_groups == value), np.flatnonzero(syn_groups == value)
+            n_group = None if options.n is None else min(options.n, len(real_idx), len(syn_idx))
+            plans.append(_RowPlan(f"{by}={value}", real_idx[subsample_indices(len(real_idx), n_group, options.seed)],
+                                  syn_idx[subsample_indices(len(syn_idx), n_group, options.seed + 1)],
+                                  len(real_idx), len(syn_idx), subgroup_by=by, subgroup=value))
     return plans
 
 
@@ -303,13 +369,20 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
                         f"{len(syn_paths)} synthetic images; lower --n or add images")
     ref_patients = reference.frame["patient_id"].to_numpy().astype(str)
     syn_clusters, syn_kind = synthetic_clusters(synthetic.frame)
-    plans = _plan_rows(reference, synthetic, options)
+    subgroups = {by: (subgroup_values(reference.frame, by, options.age_cuts),
+                      synthetic_subgroups(synthetic.frame, real.frame, by, options.age_cuts)) for by in options.by}
+    plans = _plan_rows(reference, synthetic, options, subgroups)
     pool = floor_pool(real, options.real_split)
     pool_labels = pool.labels()
     for plan in plans:
         if len(plan.real_rows) > options.k and len(plan.synthetic_rows) > options.k:
-            pool_rows = np.arange(len(pool.frame)) if plan.name == OVERALL else \
-                np.flatnonzero(pool_labels[:, real.classes.index(plan.name)] == 1)
+            if plan.subgroup_by:  # the floor's other real images come from the same subgroup
+                pool_rows = np.flatnonzero(subgroup_values(pool.frame, plan.subgroup_by, options.age_cuts)
+                                           == plan.subgroup)
+            elif plan.name == OVERALL:
+                pool_rows = np.arange(len(pool.frame))
+            else:
+                pool_rows = np.flatnonzero(pool_labels[:, real.classes.index(plan.name)] == 1)
             plan.floor = plan_floor(reference, plan.real_rows, len(plan.synthetic_rows), pool, pool_rows,
                                     options.seed)
     floor_paths = [p for plan in plans if isinstance(plan.floor, FloorPlan) for p in plan.floor.b_paths]
@@ -356,13 +429,21 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
             "n_requested": options.n if options.n is not None else "", "seed": options.seed,
             "features_cached": cached, "features_computed": computed}
     syn_labels = synthetic.labels() if options.per_class else None
+    shared = [c for c in real.classes if c in synthetic.frame.columns]
+    ref_strata = label_strata(reference.frame, shared, real.source)
+    syn_strata = label_strata(synthetic.frame, shared, str(synthetic.root / "synthetic.csv"))
     rows = []
     for plan in plans:
         row = dict(base, **{"class": plan.name, "n_real_available": plan.n_real_available,
                             "n_synthetic_available": plan.n_synthetic_available})
+        if plan.subgroup_by:
+            row.update({"subgroup_by": plan.subgroup_by, "subgroup": plan.subgroup,
+                        "n_synthetic_unknown_subgroup": int((subgroups[plan.subgroup_by][1] == "").sum())})
         row.update(_figures_or_note(ref_features[plan.real_rows], syn_features[plan.synthetic_rows], options,
                                     options.seed, real_clusters=ref_patients[plan.real_rows],
-                                    fake_clusters=syn_clusters[plan.synthetic_rows], fake_kind=syn_kind))
+                                    fake_clusters=syn_clusters[plan.synthetic_rows], fake_kind=syn_kind,
+                                    real_strata=ref_strata[plan.real_rows],
+                                    fake_strata=syn_strata[plan.synthetic_rows]))
         floor = floor_columns(plan.floor, take, options, row.get("fid", math.nan))
         floor_note, floor_groups = floor.pop("floor_note", ""), floor.pop("floor_groups", None)
         row.update(floor)
@@ -378,6 +459,9 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
                     max_prompts=options.diversity_prompts, seed=options.seed, device=options.device))
             if memorisation is not None:
                 row.update(summary_row(memorisation))
+        elif plan.subgroup_by:
+            if memorisation is not None and plan.n_synthetic_available:
+                row.update(summary_row(memorisation, mask=subgroups[plan.subgroup_by][1] == plan.subgroup))
         elif memorisation is not None and syn_labels is not None and plan.n_synthetic_available:
             row.update(summary_row(memorisation, mask=syn_labels[:, real.classes.index(plan.name)] == 1))
         rows.append(row)
@@ -428,6 +512,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-n", type=int, default=DEFAULT_CALIBRATION_N,
                    help="training images used to calibrate the memorisation thresholds")
     p.add_argument("--no-diversity", action="store_true")
+    p.add_argument("--by", default="", help="also one row per subgroup of sex, age-band and/or view (comma list; "
+                   "class column 'sex=F' etc.), with its N")
+    p.add_argument("--age-bands", default=",".join(str(c) for c in DEFAULT_AGE_CUTS),
+                   help="cut points of --by age-band in years")
+    p.add_argument("--save-reference", default=None, metavar="FILE", help="also write the real --real-split images' "
+                   "feature statistics (mean, covariance, N; no image) to FILE.npz, to publish beside the figures")
+    p.add_argument("--reference", default=None, metavar="FILE", help="FID against reference statistics FILE in "
+                   "place of --real (same extractor required; FID only)")
+    p.add_argument("--no-detectability", action="store_true", help="skip the real-vs-synthetic linear probe "
+                   "(detect_auroc)")
     p.add_argument("--msssim-size", type=int, default=DEFAULT_SIZE, help="MS-SSIM image size (176+: 5 scales)")
     p.add_argument("--diversity-pairs", type=int, default=DEFAULT_PAIRS, help="random pairs per set")
     p.add_argument("--diversity-prompts", type=int, default=DEFAULT_PROMPTS, help="prompts for same-prompt pairs")
@@ -461,7 +555,98 @@ def options_from_args(args: argparse.Namespace) -> QualityOptions:
         memorisation=not args.no_memorisation, pixel_size=args.pixel_size, max_shift=args.max_shift,
         quantile=args.memorisation_quantile, calibration_n=args.calibration_n, diversity=not args.no_diversity,
         msssim_size=args.msssim_size, diversity_pairs=args.diversity_pairs, diversity_prompts=args.diversity_prompts,
-        images_per_prompt=args.images_per_prompt, progress=True)
+        images_per_prompt=args.images_per_prompt, detectability=not args.no_detectability,
+        by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands), progress=True)
+
+
+def save_reference_file(real: SplitTable, extractor: FeatureExtractor, options: QualityOptions,
+                        path: str | Path) -> Path:
+    """Write the statistics of the ``--real-split`` images (overall, and each class with 2+ positives) to ``path``
+    (:mod:`benchmark.fidelity.reference`): no image, path or patient id leaves the machine. Features come from
+    the cache the stage has just filled."""
+    reference = real.subset(list(options.real_split))
+    paths = reference.image_paths()
+    features = extract_features(paths, extractor, cache_dir=options.cache_dir, use_cache=options.use_cache,
+                                batch_size=options.batch_size, num_workers=options.num_workers).features
+    patients = reference.frame["patient_id"].to_numpy().astype(str)
+    rows = {OVERALL: reference_statistics(features, patients)}
+    labels = reference.labels()
+    for j, name in enumerate(reference.classes):
+        positive = np.flatnonzero(labels[:, j] == 1)
+        if len(positive) >= 2:
+            rows[name] = reference_statistics(features[positive], patients[positive])
+    header = {"extractor": extractor.describe(), "dataset": real.dataset, "real_split": "+".join(options.real_split),
+              "split_csv": Path(real.source).name, "classes": list(real.classes), "created": utc_timestamp(),
+              "git_commit": git_commit()}
+    return save_reference(path, rows, header)
+
+
+def run_reference(args: argparse.Namespace) -> Path | None:
+    """``--reference FILE``: FID of the synthetic set against published reference statistics, per row the file
+    holds, written as rows whose ``feature_extractor`` names the reference (never mixed with rows from images)."""
+    if not args.synthetic:
+        raise DataError("give --synthetic DIR (or set SYNTHETIC_DIR) with --reference")
+    if args.real:
+        raise DataError("give either --real CSV (real images) or --reference FILE (their statistics), not both")
+    options = options_from_args(args)
+    check_writable(TABLE, args.results_dir)
+    reference = load_reference(args.reference)
+    classes = [c for c in reference.rows if c != OVERALL] if options.per_class else None
+    synthetic = read_synthetic_set(args.synthetic, classes=classes)
+    if options.cache_dir is None:
+        options.cache_dir = str(default_cache_dir(args.results_dir))
+    extractor = load_extractor(args.features, args.weights, image_size=args.image_size, device=options.device,
+                               xrv_cache_dir=args.xrv_cache_dir)
+    check_extractor(reference, extractor.describe())
+    dataset = str(reference.header.get("dataset", ""))
+    extractor_warning = extractor_note(dataset, extractor.name, extractor.trained_on) if dataset else ""
+    if extractor_warning:
+        print(f"warning: {extractor_warning}", file=sys.stderr)
+    paths = synthetic.image_paths()
+    extracted = extract_features(paths, extractor, cache_dir=options.cache_dir, use_cache=options.use_cache,
+                                 batch_size=options.batch_size, num_workers=options.num_workers,
+                                 progress=options.progress)
+    if not process_state().is_main_process:
+        return None
+    clusters, kind = synthetic_clusters(synthetic.frame)
+    labels = synthetic.labels() if classes else None
+    plans = [(OVERALL, np.arange(len(paths)))]
+    plans += [(name, np.flatnonzero(labels[:, j] == 1)) for j, name in enumerate(classes or []) if labels is not None]
+    model_name = args.model_name or synthetic.model_name
+    run_id = new_run_id("iq")
+    folder = run_dir(run_id, args.results_dir)
+    rows = []
+    for name, chosen in plans:
+        row: dict[str, Any] = {"model_name": model_name, "extra_info": args.extra_info or "",
+                               "feature_extractor": f"{extractor.name}|reference:{reference.label}", "class": name,
+                               "feature_weights": extractor.weights, "feature_fingerprint": extractor.fingerprint[:16],
+                               "feature_dim": extractor.dim, "feature_preprocessing": extractor.preprocessing,
+                               "real_csv": "", "real_dataset": dataset, "reference_file": str(reference.path),
+                               "reference_sha256": reference.sha256,
+                               "real_split": reference.header.get("real_split", ""),
+                               "synthetic_dir": str(synthetic.root), "seed": options.seed,
+                               "n_synthetic_available": len(chosen), "features_cached": extracted.n_cached,
+                               "features_computed": extracted.n_computed, "feature_note": extractor_warning,
+                               "report_dir": str(folder)}
+        if len(chosen) < 2:
+            row.update({"n_real": reference.rows[name].n, "n_synthetic": len(chosen),
+                        "notes": "too few synthetic images for FID (need 2)"})
+        else:
+            row.update(reference_fid(reference.rows[name], extracted.features[chosen],
+                                     fake_clusters=clusters[chosen], fake_cluster_kind=kind,
+                                     n_groups=options.jackknife_groups, seed=options.seed, device=options.device))
+        row["notes"] = "; ".join(filter(None, [row.get("notes", ""), NOT_FROM_REFERENCE]))
+        rows.append(row)
+    config = {"options": asdict(options), "reference": str(reference.path), "reference_sha256": reference.sha256,
+              "synthetic": str(args.synthetic), "features": extractor.describe()}
+    path = write_run_rows(TABLE, rows, folder, results_dir=args.results_dir, config=config, run_id=run_id)
+    print(f"{model_name} [{extractor.name}] against reference {reference.label}: features "
+          f"{extracted.n_computed} computed, {extracted.n_cached} from cache")
+    for row in rows:
+        print("  " + "  ".join(f"{c}={_format(row.get(c, ''))}" for c in ("class", "n_real", "n_synthetic", "fid",
+                                                                          "fid_ci_low", "fid_ci_high") if c in row))
+    print(f"wrote {len(rows)} row(s) to {path}")
+    return path
 
 
 def _grid_image(path: str | Path) -> np.ndarray:
@@ -475,6 +660,8 @@ def _format(value: Any) -> str:
 def run(args: argparse.Namespace) -> Path | None:
     """Read the inputs, evaluate, write the run folder and the rows; returns the results CSV (None on
     non-main processes)."""
+    if args.reference:
+        return run_reference(args)
     if not args.real or not args.synthetic:
         raise DataError("give --real CSV and --synthetic DIR (or set REAL_CSV and SYNTHETIC_DIR)")
     options = options_from_args(args)
@@ -511,12 +698,16 @@ def run(args: argparse.Namespace) -> Path | None:
               "features": extractor.describe(), "classes": real.classes}
     path = write_run_rows(TABLE, rows, folder, results_dir=args.results_dir, config=config, run_id=run_id)
     shown = ("class", "n_real", "n_synthetic", "fid", "fid_floor", "fd_inf", "kid_mean", "precision", "recall",
-             "density", "coverage", "memorised_share")
+             "density", "coverage", "detect_auroc", "memorised_share")
     print(f"{model_name} [{extractor.name}] features: {report.features_computed} computed, "
           f"{report.features_cached} from cache")
     for row in rows:
         print("  " + "  ".join(f"{c}={_format(row.get(c, ''))}" for c in shown if c in row))
     print(f"wrote {len(rows)} row(s) to {path}; memorisation report in {folder}")
+    if args.save_reference:
+        saved = save_reference_file(real, extractor, options, args.save_reference)
+        print(f"reference statistics of {real.source} ({'+'.join(options.real_split)}, {extractor.name}) written to "
+              f"{saved}: means and covariances only, no image, path or patient id")
     return path
 
 

@@ -21,8 +21,8 @@ Sections, in this order (HTML anchors in brackets):
   bars and one ROC figure per class (from the runs' ``predictions_*.csv``);
 * Retrained-classifier utility [``retrained``]: the RoentGen-shaped table (mean over seeds [CI], change vs real)
   and data-size curves (AUROC against the number of synthetic images, one line per setting, CI bands);
-* Image quality [``image-quality``]: FID / KID / precision / recall / density / coverage per model and class, and
-  bar plots of FID, precision, recall and coverage;
+* Image quality [``image-quality``]: FID / KID / precision / recall / density / coverage / detectability per model
+  and class, and bar plots of FID, precision, recall and coverage;
 * Sample images [``samples``]: per class a grid of positive images, the real ones beside each model's;
 * Memorisation [``memorisation``]: flagged shares and the closest synthetic / training pairs.
 

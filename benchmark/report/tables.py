@@ -160,6 +160,16 @@ def _retrained_section(section: Section, frame: _Frame, figures: _Figures) -> No
 # ------------------------------------------------------------------------------------------ image quality
 
 
+def detectability_line(value: float, low: float, high: float) -> str:
+    """One sentence for a detectability figure: "a linear probe tells synthetic from real with AUROC 0.83 [0.79,
+    0.87]" and what it means; empty when the figure or its interval is missing."""
+    if not all(_finite(v) for v in (value, low, high)):
+        return ""
+    verdict = ("the synthetic images are detectably different from the real ones in this feature space" if low > 0.5
+               else "no difference detected in this feature space (0.5 = indistinguishable)")
+    return f"a linear probe tells synthetic from real with AUROC {value:.2f} [{low:.2f}, {high:.2f}]: {verdict}"
+
+
 def _quality_section(section: Section, frame: _Frame, figures: _Figures) -> None:
     if len(frame) == 0:
         section.not_run(f"Not run yet: `{STAGE_COMMANDS['image_quality_metrics']}` writes "
@@ -174,10 +184,12 @@ def _quality_section(section: Section, frame: _Frame, figures: _Figures) -> None
                  "dimension) compares models and classes of different sizes, and its interval covers the "
                  "population distance. KID: mean ± std over subsets, with a 95% interval of the mean. Precision / "
                  "recall / density / coverage (k nearest neighbours) with 95% intervals; every interval resamples "
-                 "patients, not images (`ci_method` in each row).")
+                 "patients, not images (`ci_method` in each row). Detectability: the held-out AUROC of a linear "
+                 "probe telling the synthetic images from the real ones in the same features (0.5: it cannot; 1: "
+                 "always), fitted on half of the patients and tested on the other half, with its 95% interval.")
     columns = ["model", "features", "class", "n real / synthetic", "FID [95% CI]", "FID floor (real vs real)",
                "FD∞ [95% CI]", "KID [95% CI]", "precision [95% CI]", "recall [95% CI]", "density [95% CI]",
-               "coverage [95% CI]", "notes"]
+               "coverage [95% CI]", "detectability AUROC [95% CI]", "notes"]
     rows = []
     for i in f.frame.index:
         kid = f.num("kid_mean").iloc[i]
@@ -196,8 +208,16 @@ def _quality_section(section: Section, frame: _Frame, figures: _Figures) -> None
             kid_text,
             *[_fmt_ci(f.num(m).iloc[i], f.num(f"{m}_ci_low").iloc[i], f.num(f"{m}_ci_high").iloc[i])
               for m in ("precision", "recall", "density", "coverage")],
+            _fmt_ci(f.num("detect_auroc").iloc[i], f.num("detect_auroc_ci_low").iloc[i],
+                    f.num("detect_auroc_ci_high").iloc[i], 2),
             f.text("notes").iloc[i]])
     section.add(Table(columns, rows))
+    for i in f.frame.index[f.text("class") == "overall"]:
+        line = detectability_line(*(f.num(c).iloc[i] for c in ("detect_auroc", "detect_auroc_ci_low",
+                                                                 "detect_auroc_ci_high")))
+        if line:
+            section.note(f"{_label(f.text('model_name').iloc[i], f.text('extra_info').iloc[i])} "
+                         f"({f.text('feature_extractor').iloc[i]}): {line}.")
     for extractor in dict.fromkeys(f.text("feature_extractor")):
         section.add(_quality_bars(f, extractor, figures))
 

@@ -1,4 +1,5 @@
-"""Classifier utility: pretrained-classifier utility (``pretrained``, RoentGen Table 3), class-to-output label maps
+"""Classifier utility: pretrained-classifier utility (``pretrained``, RoentGen Table 3) and its subgroup analysis
+(``subgroups``: FNR and AUROC gaps between sexes, age bands, views), class-to-output label maps
 (``label_mapping``), the retrained-classifier sweep (``retrained``) and the main job's CLI (``cli``;
 ``python -m benchmark.utility``), which also runs the built-in demo when nothing is configured.
 

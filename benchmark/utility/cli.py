@@ -25,6 +25,7 @@ from benchmark.core.stats import SIGNAL_ALPHA
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.leakage import LeakageError
 from benchmark.data.splits.common import parse_class_list
+from benchmark.data.subgroups import DEFAULT_AGE_CUTS, age_cuts, subgroup_variables
 from benchmark.data.synthetic import read_synthetic_set
 from benchmark.utility.label_mapping import parse_label_map
 from benchmark.utility.pretrained import PretrainedConfig, format_table, run_pretrained_stage
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--real-split", default="test", choices=("train", "val", "test"))
     add_test_labels_argument(parser)
     parser.add_argument("--n-resamples", type=int, default=2000)
+    parser.add_argument("--by", default="", help="pretrained stage: also report per subgroup of sex, age-band and/or "
+                        "view (comma list), with each subgroup's FNR and AUROC gap to the largest one")
+    parser.add_argument("--age-bands", default=",".join(str(c) for c in DEFAULT_AGE_CUTS),
+                        help="cut points of --by age-band in years (default 40,60,80: <40, 40-59, 60-79, 80+)")
     parser.add_argument("--allow-leakage", action="store_true",
                         help="run even when the classifier was trained on the split's dataset (recorded in every row)")
     parser.add_argument("--batch-size", type=int, default=int(env.get("BATCH_SIZE", "32")))
@@ -77,7 +82,9 @@ def _config(args: argparse.Namespace, classifier: str) -> PretrainedConfig:
                             label_map=parse_label_map(args.label_map), threshold=args.threshold,
                             n_resamples=args.n_resamples, seed=args.seed, batch_size=args.batch_size,
                             num_workers=args.num_workers, allow_leakage=args.allow_leakage, real_split=args.real_split,
-                            allow_generator_overlap=args.allow_generator_overlap, test_labels=args.test_labels)
+                            allow_generator_overlap=args.allow_generator_overlap, test_labels=args.test_labels,
+                            by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands))
+
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -178,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        subgroup_variables(args.by), age_cuts(args.age_bands)  # flag errors before any file is read
         if not args.real and not args.synthetic:
             return run_demo(args)
         if not args.real or not args.synthetic:

@@ -53,14 +53,17 @@ from benchmark.data.check_data import format_report
 from benchmark.data.generator_training import check_generator_overlap
 from benchmark.data.generator_training import resolve as resolve_generator_training
 from benchmark.data.leakage import LeakageDecision, check_leakage
+from benchmark.data.subgroups import DEFAULT_AGE_CUTS, subgroup_values, synthetic_subgroups
 from benchmark.data.synthetic import SyntheticSet
 from benchmark.models.classifiers import Classifier, declared_training_data, load_classifier
 from benchmark.models.scoring import score_images
 from benchmark.utility.label_mapping import ClassMapping, class_scores, map_classes
+from benchmark.utility.subgroups import subgroup_table
 from benchmark.utility.test_labels import keyed_extra_info, test_label_mask
 
 LOG = logging.getLogger(__name__)
 TABLE = "utility_pretrained"
+SUBGROUP_TABLE = "utility_pretrained_subgroups"
 SANITY_FLAG = "real-image AUROC CI lies wholly below 0.5: likely a label or normalisation misalignment"
 
 
@@ -80,6 +83,8 @@ class PretrainedConfig:
     real_split: str = "test"
     allow_generator_overlap: bool = False
     test_labels: str = "all"  # "physician": only test rows whose labels a physician read (split column label_source)
+    by: tuple[str, ...] = ()  # subgroup variables (sex, age-band, view): rows in utility_pretrained_subgroups
+    age_cuts: tuple[int, ...] = DEFAULT_AGE_CUTS
 
 
 def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -325,6 +330,7 @@ class PretrainedOutcome:
     run_folder: Path
     leakage: LeakageDecision
     predictions: dict[str, pd.DataFrame]
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _class_score_matrix(probabilities: np.ndarray, mappings: Sequence[ClassMapping],
@@ -435,8 +441,25 @@ def run_pretrained_stage(
     for flagged in table[table.get("sanity_flag", pd.Series(dtype=str)).fillna("") != ""]["class"]:
         LOG.warning("%s: %s", flagged, SANITY_FLAG)
     config_record = {**config.__dict__, "stage": "pretrained", "model_name": model_name}
+    subgroups = []
+    for by in config.by:
+        groups = {"real": subgroup_values(test.frame, by, config.age_cuts),
+                  "synthetic": synthetic_subgroups(synthetic.frame, real.frame, by, config.age_cuts)}
+        part = subgroup_table(labels, scores, groups, [m.name for m in mappings], thresholds, clusters=clusters, by=by)
+        if len(part) == 0:
+            LOG.warning("--by %s: no image of the test split or the synthetic set has a %s", by, by)
+        subgroups.append(part)
     write_run_rows(TABLE, table, folder, results_dir=results_dir, config=config_record, run_id=run_id)
-    return PretrainedOutcome(table, run_id, folder, leakage, predictions)
+    subgroup_rows = pd.concat(subgroups, ignore_index=True) if subgroups else pd.DataFrame()
+    if len(subgroup_rows):
+        for column, value in (("classifier", classifier.name), ("extra_info", table["extra_info"].iat[0]),
+                              ("model_name", model_name)):
+            subgroup_rows.insert(0, column, value)
+        subgroup_rows["real_dataset"], subgroup_rows["real_split"] = real.dataset, config.real_split
+        subgroup_rows["synthetic_dir"] = str(synthetic.root)
+        write_run_rows(SUBGROUP_TABLE, subgroup_rows, folder, results_dir=results_dir, config=config_record,
+                       run_id=run_id)
+    return PretrainedOutcome(table, run_id, folder, leakage, predictions, subgroup_rows)
 
 
 CASE_MIX_NOTE = ("enriched case mix: each class's negatives are only images with another of the split's classes, "

@@ -54,6 +54,51 @@ def _unmentioned(value: object) -> bool:
         "", "none", "nan")
 
 
+def chexpert_label_matrix(cells: Sequence[object] | pd.Series, classes: Sequence[str], *, uncertain: str = "ignore",
+                          unmentioned: str = "unknown", source: str = "<csv>") -> np.ndarray:
+    """Labels ``(n, len(classes))`` float32 (1, 0 or NaN) from ``chexpert_labels`` dict strings, one per row.
+
+    -1 follows the ``uncertain`` policy, a key that is None or absent the ``unmentioned`` one; a class that no row
+    has as a key, or a cell that is not a dict, stops with a :class:`DataError` naming ``source`` and the row."""
+    if unmentioned not in UNMENTIONED_POLICIES:
+        raise DataError(f"unknown unmentioned-label policy {unmentioned!r}; use one of "
+                        f"{', '.join(UNMENTIONED_POLICIES)}")
+    dicts = [parse_label_dict(text, f"{source}: row {i + 1}") for i, text in enumerate(cells)]
+    present = {key for d in dicts for key in d}
+    for name in classes:
+        if name not in present:
+            raise DataError(f"{source}: unknown class {name!r}: not a key of chexpert_labels "
+                            f"(keys: {', '.join(sorted(present))})")
+    labels = np.array(
+        [[uncertain_label(d.get(name), uncertain, f"{source}: row {i + 1}, label {name!r}") for name in classes]
+         for i, d in enumerate(dicts)],
+        dtype=np.float32,
+    ).reshape(len(dicts), len(classes))
+    if unmentioned == "negative":
+        silent = np.array([[_unmentioned(d.get(name)) for name in classes] for d in dicts],
+                          dtype=bool).reshape(labels.shape)
+        labels[silent] = 0.0
+    return labels
+
+
+def patient_ids(table: pd.DataFrame, source: str, *, required: bool = True) -> pd.Series:
+    """Each row's patient: a patient column (``patientID``, ``patient_id``, ``subject_id``, ``PatientID``), else the
+    MIMIC folder in ``path``. Where neither says: an error naming the row, or None values when not ``required``."""
+    patient_column = next((c for c in _PATIENT_COLUMNS if c in table.columns), None)
+    if patient_column:
+        return table[patient_column].astype(str)
+    if "path" not in table.columns:
+        if required:
+            raise DataError(f"{source}: no patient column ({', '.join(_PATIENT_COLUMNS)}) and no 'path' column")
+        return pd.Series([None] * len(table), index=table.index, dtype=object)
+    patients = table["path"].map(patient_from_path)
+    if required and patients.isna().any():
+        i = int(np.flatnonzero(patients.isna().to_numpy())[0])
+        raise DataError(f"{source}: row {i + 1}: no patient column and no MIMIC patient folder (p<digits>) "
+                        f"in path {table['path'].iat[i]!r}")
+    return patients
+
+
 def build_chexgenbench_split(
     prompts: pd.DataFrame,
     classes: Sequence[str] | None = None,
@@ -81,31 +126,9 @@ def build_chexgenbench_split(
         raise DataError(f"{source}: the CSV has no rows")
     classes = list(classes) if classes else list(CHEXPERT_LABELS)
     prompts = prompts.reset_index(drop=True)
-    dicts = [parse_label_dict(text, f"{source}: row {i + 1}") for i, text in enumerate(prompts["chexpert_labels"])]
-    present = {key for d in dicts for key in d}
-    for name in classes:
-        if name not in present:
-            raise DataError(f"{source}: unknown class {name!r}: not a key of chexpert_labels "
-                            f"(keys: {', '.join(sorted(present))})")
-    labels = np.array(
-        [[uncertain_label(d.get(name), uncertain, f"{source}: row {i + 1}, label {name!r}") for name in classes]
-         for i, d in enumerate(dicts)],
-        dtype=np.float32,
-    ).reshape(len(dicts), len(classes))
-    if unmentioned == "negative":
-        silent = np.array([[_unmentioned(d.get(name)) for name in classes] for d in dicts],
-                          dtype=bool).reshape(labels.shape)
-        labels[silent] = 0.0
-
-    patient_column = next((c for c in _PATIENT_COLUMNS if c in prompts.columns), None)
-    if patient_column:
-        patients = prompts[patient_column].astype(str)
-    else:
-        patients = prompts["path"].map(patient_from_path)
-        if patients.isna().any():
-            i = int(np.flatnonzero(patients.isna().to_numpy())[0])
-            raise DataError(f"{source}: row {i + 1}: no patient column and no MIMIC patient folder (p<digits>) "
-                            f"in path {prompts['path'].iat[i]!r}")
+    labels = chexpert_label_matrix(prompts["chexpert_labels"], classes, uncertain=uncertain, unmentioned=unmentioned,
+                                   source=source)
+    patients = patient_ids(prompts, source)
     base = {
         "image_path": prompts["path"].astype(str),
         "patient_id": patients,
