@@ -126,3 +126,25 @@ def test_an_unknown_subgroup_variable_is_refused_before_anything_runs(tmp_path: 
     assert utility_main(["--real", str(tmp_path / "none.csv"), "--synthetic", str(tmp_path), "--stage",
                          "pretrained", "--by", "ethnicity"]) != 0
     assert "--by 'ethnicity': use one or more of sex, age-band, view" in capsys.readouterr().err
+
+
+def test_the_report_shows_the_subgroup_rows_with_their_intervals_and_gaps(tmp_path: Path) -> None:
+    from benchmark.core.results import run_dir, write_run_rows
+    from benchmark.report import build_report
+
+    rng = np.random.default_rng(3)
+    (yf, sf, cf), (ym, sm, cm) = _patients(rng, 0.2, 30, "f"), _patients(rng, 0.4, 30, "m")
+    table = subgroup_table({"real": np.array(yf + ym, float)[:, None]}, {"real": np.array(sf + sm)[:, None]},
+                           {"real": np.array(["F"] * len(yf) + ["M"] * len(ym), dtype=object)},
+                           ["soft tissue mass"], {"soft tissue mass": 0.5}, clusters={"real": np.array(cf + cm)})
+    for column, value in (("classifier", "densenet121-res224-pc"), ("extra_info", ""), ("model_name", "ddpm")):
+        table.insert(0, column, value)
+    results = tmp_path / "results"
+    write_run_rows("utility_pretrained_subgroups", table, run_dir("pretrained-test", results), results_dir=results)
+    markdown = build_report(results, tmp_path / "report").markdown.read_text()
+    section = markdown.split("## Pretrained", 1)[1].split("\n## ", 1)[0]
+    assert "| model | classifier | images | class | subgroup | n (positives) | AUROC [95% CI] | FNR [95% CI]" in section
+    gap = table[table["gap_reference"] != ""].iloc[0]
+    line = next(row for row in section.splitlines() if f"sex={gap['subgroup']}" in row)
+    assert f"{gap['fnr_gap']:.3f} [{gap['fnr_gap_ci_low']:.3f}, {gap['fnr_gap_ci_high']:.3f}]" in line
+    assert f"| {gap['gap_reference']} |" in line

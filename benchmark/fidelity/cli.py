@@ -20,6 +20,8 @@ memorisation report under ``results/runs/<run_id>/``).
   from its real ones in the same features, on a patient-disjoint split (:mod:`benchmark.fidelity.detectability`).
 * Subgroups (``--by sex,age-band,view``): one more row per subgroup of the reference (class column ``sex=F``),
   its real images against the synthetic images of the same subgroup (:mod:`benchmark.utility.subgroups`).
+* ``--protocol chexgenbench``: CheXGenBench's own protocol (their RAD-DINO preprocessing, real prompts deduplicated,
+  per class the synthetic images made from the class's real prompts, their KID beside ours), as rows of their own.
 * Reference statistics: ``--save-reference FILE`` also writes the real images' feature statistics (no image);
   ``--reference FILE`` computes FID against such a file in place of ``--real`` (:mod:`benchmark.fidelity.reference`).
 * Diversity (overall row): MS-SSIM within prompts and across random pairs, the real split's value beside each.
@@ -48,7 +50,7 @@ import pandas as pd
 
 from benchmark.core.cli import add_set_arguments
 from benchmark.core.errors import exit_status
-from benchmark.core.provenance import git_commit, new_run_id, utc_timestamp
+from benchmark.core.provenance import new_run_id
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.data import DataError, SplitTable, load_image, read_split_csv, undersized_note
 from benchmark.data.generator_training import check_generator_overlap, training_references
@@ -89,6 +91,7 @@ from benchmark.fidelity.features import (
     process_state,
     square_float,
 )
+from benchmark.fidelity.kid import chexgenbench_kid
 from benchmark.fidelity.memorisation import (
     DEFAULT_CALIBRATION_N,
     DEFAULT_MAX_SHIFT,
@@ -99,17 +102,12 @@ from benchmark.fidelity.memorisation import (
     write_report,
 )
 from benchmark.fidelity.metrics import fidelity_metrics
-from benchmark.fidelity.reference import (
-    NOT_FROM_REFERENCE,
-    check_extractor,
-    load_reference,
-    reference_fid,
-    reference_statistics,
-    save_reference,
-)
 
 TABLE = "image_quality_metrics"
 OVERALL = "overall"
+CHEXGENBENCH = "chexgenbench"
+PROTOCOLS = ("ours", CHEXGENBENCH)
+
 
 
 @dataclass
@@ -140,6 +138,7 @@ class QualityOptions:
     diversity_prompts: int = DEFAULT_PROMPTS
     images_per_prompt: int = DEFAULT_PER_PROMPT
     detectability: bool = True
+    protocol: str = "ours"
     by: tuple[str, ...] = ()
     age_cuts: tuple[int, ...] = DEFAULT_AGE_CUTS
     progress: bool = False
@@ -318,9 +317,14 @@ def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityO
                       subsample_indices(n_syn, options.n, options.seed + 1), n_ref, n_syn)]
     if options.per_class:
         real_labels, syn_labels = reference.labels(), synthetic.labels()
+        real_prompts = reference.frame["prompt"].fillna("").astype(str).to_numpy()
+        syn_prompts = synthetic.frame["prompt"].fillna("").astype(str).to_numpy()
         for j, name in enumerate(reference.classes):
             real_idx = np.flatnonzero(real_labels[:, j] == 1)
-            syn_idx = np.flatnonzero(syn_labels[:, j] == 1)
+            if options.protocol == CHEXGENBENCH:  # their conditional script: images made from those real prompts
+                syn_idx = np.flatnonzero(np.isin(syn_prompts, real_prompts[real_idx]))
+            else:
+                syn_idx = np.flatnonzero(syn_labels[:, j] == 1)
             n_class = None if options.n is None else min(options.n, len(real_idx), len(syn_idx))
             plans.append(_RowPlan(name, real_idx[subsample_indices(len(real_idx), n_class, options.seed)],
                                   syn_idx[subsample_indices(len(syn_idx), n_class, options.seed + 1)],
@@ -350,6 +354,10 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
     reference = real.subset(list(options.real_split))
     if len(reference.frame) == 0:
         raise DataError(f"{real.source}: no real images in split {'+'.join(options.real_split)}")
+    if options.protocol == CHEXGENBENCH:  # their metrics/fid.py keeps the first real row of each prompt
+        kept = reference.frame.drop_duplicates("prompt").reset_index(drop=True)
+        reference = SplitTable(kept, list(reference.classes), reference.dataset, reference.source,
+                               reference.image_root, dict(reference.meta))
     train = real.subset("train")
     notes: list[str] = []
     if generator_references is not None:
@@ -439,6 +447,9 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
         if plan.subgroup_by:
             row.update({"subgroup_by": plan.subgroup_by, "subgroup": plan.subgroup,
                         "n_synthetic_unknown_subgroup": int((subgroups[plan.subgroup_by][1] == "").sum())})
+        if options.protocol == CHEXGENBENCH and len(plan.real_rows) >= 2 and len(plan.synthetic_rows) >= 2:
+            row.update(chexgenbench_kid(ref_features[plan.real_rows], syn_features[plan.synthetic_rows],
+                                        seed=options.seed, device=options.device))
         row.update(_figures_or_note(ref_features[plan.real_rows], syn_features[plan.synthetic_rows], options,
                                     options.seed, real_clusters=ref_patients[plan.real_rows],
                                     fake_clusters=syn_clusters[plan.synthetic_rows], fake_kind=syn_kind,
@@ -512,6 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-n", type=int, default=DEFAULT_CALIBRATION_N,
                    help="training images used to calibrate the memorisation thresholds")
     p.add_argument("--no-diversity", action="store_true")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="ours", help="chexgenbench: CheXGenBench's own protocol "
+                   "(RAD-DINO CLS features of images squashed to 299 px, prompts of the real rows deduplicated, per "
+                   "class the synthetic images made from the class's real prompts, k 5, and their KID beside ours), "
+                   "written as rows of their own")
     p.add_argument("--by", default="", help="also one row per subgroup of sex, age-band and/or view (comma list; "
                    "class column 'sex=F' etc.), with its N")
     p.add_argument("--age-bands", default=",".join(str(c) for c in DEFAULT_AGE_CUTS),
@@ -555,98 +570,9 @@ def options_from_args(args: argparse.Namespace) -> QualityOptions:
         memorisation=not args.no_memorisation, pixel_size=args.pixel_size, max_shift=args.max_shift,
         quantile=args.memorisation_quantile, calibration_n=args.calibration_n, diversity=not args.no_diversity,
         msssim_size=args.msssim_size, diversity_pairs=args.diversity_pairs, diversity_prompts=args.diversity_prompts,
-        images_per_prompt=args.images_per_prompt, detectability=not args.no_detectability,
+        images_per_prompt=args.images_per_prompt, detectability=not args.no_detectability, protocol=args.protocol,
         by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands), progress=True)
 
-
-def save_reference_file(real: SplitTable, extractor: FeatureExtractor, options: QualityOptions,
-                        path: str | Path) -> Path:
-    """Write the statistics of the ``--real-split`` images (overall, and each class with 2+ positives) to ``path``
-    (:mod:`benchmark.fidelity.reference`): no image, path or patient id leaves the machine. Features come from
-    the cache the stage has just filled."""
-    reference = real.subset(list(options.real_split))
-    paths = reference.image_paths()
-    features = extract_features(paths, extractor, cache_dir=options.cache_dir, use_cache=options.use_cache,
-                                batch_size=options.batch_size, num_workers=options.num_workers).features
-    patients = reference.frame["patient_id"].to_numpy().astype(str)
-    rows = {OVERALL: reference_statistics(features, patients)}
-    labels = reference.labels()
-    for j, name in enumerate(reference.classes):
-        positive = np.flatnonzero(labels[:, j] == 1)
-        if len(positive) >= 2:
-            rows[name] = reference_statistics(features[positive], patients[positive])
-    header = {"extractor": extractor.describe(), "dataset": real.dataset, "real_split": "+".join(options.real_split),
-              "split_csv": Path(real.source).name, "classes": list(real.classes), "created": utc_timestamp(),
-              "git_commit": git_commit()}
-    return save_reference(path, rows, header)
-
-
-def run_reference(args: argparse.Namespace) -> Path | None:
-    """``--reference FILE``: FID of the synthetic set against published reference statistics, per row the file
-    holds, written as rows whose ``feature_extractor`` names the reference (never mixed with rows from images)."""
-    if not args.synthetic:
-        raise DataError("give --synthetic DIR (or set SYNTHETIC_DIR) with --reference")
-    if args.real:
-        raise DataError("give either --real CSV (real images) or --reference FILE (their statistics), not both")
-    options = options_from_args(args)
-    check_writable(TABLE, args.results_dir)
-    reference = load_reference(args.reference)
-    classes = [c for c in reference.rows if c != OVERALL] if options.per_class else None
-    synthetic = read_synthetic_set(args.synthetic, classes=classes)
-    if options.cache_dir is None:
-        options.cache_dir = str(default_cache_dir(args.results_dir))
-    extractor = load_extractor(args.features, args.weights, image_size=args.image_size, device=options.device,
-                               xrv_cache_dir=args.xrv_cache_dir)
-    check_extractor(reference, extractor.describe())
-    dataset = str(reference.header.get("dataset", ""))
-    extractor_warning = extractor_note(dataset, extractor.name, extractor.trained_on) if dataset else ""
-    if extractor_warning:
-        print(f"warning: {extractor_warning}", file=sys.stderr)
-    paths = synthetic.image_paths()
-    extracted = extract_features(paths, extractor, cache_dir=options.cache_dir, use_cache=options.use_cache,
-                                 batch_size=options.batch_size, num_workers=options.num_workers,
-                                 progress=options.progress)
-    if not process_state().is_main_process:
-        return None
-    clusters, kind = synthetic_clusters(synthetic.frame)
-    labels = synthetic.labels() if classes else None
-    plans = [(OVERALL, np.arange(len(paths)))]
-    plans += [(name, np.flatnonzero(labels[:, j] == 1)) for j, name in enumerate(classes or []) if labels is not None]
-    model_name = args.model_name or synthetic.model_name
-    run_id = new_run_id("iq")
-    folder = run_dir(run_id, args.results_dir)
-    rows = []
-    for name, chosen in plans:
-        row: dict[str, Any] = {"model_name": model_name, "extra_info": args.extra_info or "",
-                               "feature_extractor": f"{extractor.name}|reference:{reference.label}", "class": name,
-                               "feature_weights": extractor.weights, "feature_fingerprint": extractor.fingerprint[:16],
-                               "feature_dim": extractor.dim, "feature_preprocessing": extractor.preprocessing,
-                               "real_csv": "", "real_dataset": dataset, "reference_file": str(reference.path),
-                               "reference_sha256": reference.sha256,
-                               "real_split": reference.header.get("real_split", ""),
-                               "synthetic_dir": str(synthetic.root), "seed": options.seed,
-                               "n_synthetic_available": len(chosen), "features_cached": extracted.n_cached,
-                               "features_computed": extracted.n_computed, "feature_note": extractor_warning,
-                               "report_dir": str(folder)}
-        if len(chosen) < 2:
-            row.update({"n_real": reference.rows[name].n, "n_synthetic": len(chosen),
-                        "notes": "too few synthetic images for FID (need 2)"})
-        else:
-            row.update(reference_fid(reference.rows[name], extracted.features[chosen],
-                                     fake_clusters=clusters[chosen], fake_cluster_kind=kind,
-                                     n_groups=options.jackknife_groups, seed=options.seed, device=options.device))
-        row["notes"] = "; ".join(filter(None, [row.get("notes", ""), NOT_FROM_REFERENCE]))
-        rows.append(row)
-    config = {"options": asdict(options), "reference": str(reference.path), "reference_sha256": reference.sha256,
-              "synthetic": str(args.synthetic), "features": extractor.describe()}
-    path = write_run_rows(TABLE, rows, folder, results_dir=args.results_dir, config=config, run_id=run_id)
-    print(f"{model_name} [{extractor.name}] against reference {reference.label}: features "
-          f"{extracted.n_computed} computed, {extracted.n_cached} from cache")
-    for row in rows:
-        print("  " + "  ".join(f"{c}={_format(row.get(c, ''))}" for c in ("class", "n_real", "n_synthetic", "fid",
-                                                                          "fid_ci_low", "fid_ci_high") if c in row))
-    print(f"wrote {len(rows)} row(s) to {path}")
-    return path
 
 
 def _grid_image(path: str | Path) -> np.ndarray:
@@ -661,6 +587,8 @@ def run(args: argparse.Namespace) -> Path | None:
     """Read the inputs, evaluate, write the run folder and the rows; returns the results CSV (None on
     non-main processes)."""
     if args.reference:
+        from benchmark.fidelity.reference_stage import run_reference
+
         return run_reference(args)
     if not args.real or not args.synthetic:
         raise DataError("give --real CSV and --synthetic DIR (or set REAL_CSV and SYNTHETIC_DIR)")
@@ -675,7 +603,13 @@ def run(args: argparse.Namespace) -> Path | None:
     training = resolve_generator_training(synthetic.manifest.get("generator_training"),
                                           where=str(synthetic.root / "manifest.json"))
     generator = check_generator_overlap(training, real, allow=args.allow_generator_overlap)
-    extractor = load_extractor(args.features, args.weights, image_size=args.image_size, device=options.device,
+    features = args.features
+    if options.protocol == CHEXGENBENCH:
+        if args.features not in ("xrv", "raddino-chexgenbench") or options.k != 5:
+            raise DataError("--protocol chexgenbench fixes the features (RAD-DINO as CheXGenBench feeds it) and k = 5; "
+                            "leave --features and --k out")
+        features = "raddino-chexgenbench"
+    extractor = load_extractor(features, args.weights, image_size=args.image_size, device=options.device,
                                xrv_cache_dir=args.xrv_cache_dir)
     extractor_warning = extractor_note(real.dataset, extractor.name, extractor.trained_on)
     if extractor_warning:
@@ -691,7 +625,8 @@ def run(args: argparse.Namespace) -> Path | None:
         write_report(report.memorisation, folder, report.synthetic_paths, report.train_paths, report.train_patients,
                      load=_grid_image)
     rows = [{"model_name": model_name, "extra_info": args.extra_info or "", "feature_extractor": extractor.name,
-             **row, **generator.columns(), "feature_note": extractor_warning, "report_dir": str(folder),
+             "protocol": options.protocol, **row, **generator.columns(), "feature_note": extractor_warning,
+             "report_dir": str(folder),
              "notes": "; ".join([*report.notes, *filter(None, [row.get("notes")])])}
             for row in report.rows]
     config = {"options": asdict(options), "real": str(args.real), "synthetic": str(args.synthetic),
@@ -705,6 +640,8 @@ def run(args: argparse.Namespace) -> Path | None:
         print("  " + "  ".join(f"{c}={_format(row.get(c, ''))}" for c in shown if c in row))
     print(f"wrote {len(rows)} row(s) to {path}; memorisation report in {folder}")
     if args.save_reference:
+        from benchmark.fidelity.reference_stage import save_reference_file
+
         saved = save_reference_file(real, extractor, options, args.save_reference)
         print(f"reference statistics of {real.source} ({'+'.join(options.real_split)}, {extractor.name}) written to "
               f"{saved}: means and covariances only, no image, path or patient id")

@@ -9,6 +9,8 @@ Extractors (:func:`load_extractor`):
   ``image_size`` runs the network at another size instead (recorded in the extractor's name).
 * ``inception``: torchmetrics' ``NoTrainInceptionV3`` (2,048-d pool features, needs ``torch-fidelity``).
 * ``raddino``: RAD-DINO through transformers (``microsoft/rad-dino`` or a local folder; the CLS ``pooler_output``).
+* ``raddino-chexgenbench``: the same network fed as CheXGenBench's ``metrics/fid.py`` feeds it (squashed to 299 x 299,
+  uint8 by truncation, then the image processor): their protocol's feature space (``--protocol chexgenbench``).
 * ``pixels``: the image itself, centre-cropped and area-resized to ``image_size`` (default 64) in [0, 1] float
   from the true bit depth; used by the memorisation check.
 
@@ -45,7 +47,7 @@ from benchmark.data import DataError, ImageLoadError, XrayImage, load_image
 from benchmark.data.preprocess import check_xrv_range, xrv_input
 from benchmark.models.classifiers import load_classifier
 
-EXTRACTORS: tuple[str, ...] = ("xrv", "inception", "raddino", "pixels")
+EXTRACTORS: tuple[str, ...] = ("xrv", "inception", "raddino", "raddino-chexgenbench", "pixels")
 DEFAULT_XRV_WEIGHTS = "densenet121-res224-all"
 DEFAULT_RADDINO = "microsoft/rad-dino"
 DEFAULT_PIXEL_SIZE = 64
@@ -132,6 +134,33 @@ def _inception_prepare(image: XrayImage) -> np.ndarray:
 def _raddino_prepare(image: XrayImage, processor: Any) -> np.ndarray:
     rgb = np.repeat(image.to_float()[:, :, None], 3, axis=2)
     out = processor(images=rgb, return_tensors="np", do_rescale=False)["pixel_values"][0]
+    return np.asarray(out, dtype=np.float32)
+
+
+CHEXGENBENCH_SIZE = 299
+
+
+def chexgenbench_pixels(image: XrayImage) -> np.ndarray:
+    """The uint8 ``(3, 299, 299)`` tensor CheXGenBench's ``metrics/fid.py`` hands RAD-DINO's image processor: the file
+    opened by PIL and converted to RGB (colour kept; a 16-bit image clipped at 255, as PIL does), *squashed* to
+    299 x 299 (PIL bilinear, aspect ratio not kept), ``ToTensor`` and ``(x * 255).to(torch.uint8)`` (truncation, not
+    rounding). A file PIL cannot open (DICOM, which their loader cannot read either) starts from the decoded
+    greyscale pixels instead."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image.path) as opened:
+            rgb = opened.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError):
+        pixels = image.pixels.astype(np.uint16 if image.bit_depth == 16 else np.uint8)
+        rgb = Image.fromarray(np.ascontiguousarray(pixels)).convert("RGB")  # mode I;16 or L, as PIL would open it
+    rgb = rgb.resize((CHEXGENBENCH_SIZE, CHEXGENBENCH_SIZE), Image.BILINEAR)
+    scaled = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255)
+    return (scaled * 255).to(torch.uint8).numpy()
+
+
+def _chexgenbench_prepare(image: XrayImage, processor: Any) -> np.ndarray:
+    out = processor(images=torch.from_numpy(chexgenbench_pixels(image))[None], return_tensors="np")["pixel_values"][0]
     return np.asarray(out, dtype=np.float32)
 
 
@@ -226,6 +255,8 @@ def load_extractor(kind: str = "xrv", weights: str | None = None, *, image_size:
         return _load_inception(weights, dev)
     if kind == "raddino":
         return _load_raddino(weights or DEFAULT_RADDINO, dev)
+    if kind == "raddino-chexgenbench":
+        return _load_raddino(weights or DEFAULT_RADDINO, dev, chexgenbench=True)
     raise DataError(f"unknown feature extractor {kind!r}; use one of {', '.join(EXTRACTORS)}")
 
 
@@ -282,7 +313,7 @@ def _processor_size(processor: Any) -> int:
     return 0
 
 
-def _load_raddino(weights: str, dev: torch.device) -> FeatureExtractor:
+def _load_raddino(weights: str, dev: torch.device, chexgenbench: bool = False) -> FeatureExtractor:
     from transformers import AutoImageProcessor, AutoModel
 
     try:
@@ -299,8 +330,17 @@ def _load_raddino(weights: str, dev: torch.device) -> FeatureExtractor:
     def embed(batch: torch.Tensor) -> torch.Tensor:
         return model(pixel_values=batch).pooler_output
 
+    label = Path(weights).name if Path(weights).exists() else weights
+    if chexgenbench:
+        return FeatureExtractor(
+            kind="raddino-chexgenbench", name=f"raddino-chexgenbench:{label}", weights=str(weights),
+            fingerprint=fingerprint, preprocessing="CheXGenBench metrics/fid.py: PIL RGB (16-bit clipped), squashed to "
+            f"{CHEXGENBENCH_SIZE}x{CHEXGENBENCH_SIZE} bilinear, uint8 by truncation, image processor "
+            + processor.to_json_string(), dim=int(model.config.hidden_size),
+            prepare=functools.partial(_chexgenbench_prepare, processor=processor), embed=embed, device=dev,
+            trained_on=raddino_trained_on(weights), input_size=_processor_size(processor))
     return FeatureExtractor(
-        kind="raddino", name=f"raddino:{Path(weights).name if Path(weights).exists() else weights}",
+        kind="raddino", name=f"raddino:{label}",
         weights=str(weights), fingerprint=fingerprint,
         preprocessing="float [0,1] from true bit depth, grey to RGB, image processor " + processor.to_json_string(),
         dim=int(model.config.hidden_size), prepare=functools.partial(_raddino_prepare, processor=processor),

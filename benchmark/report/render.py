@@ -25,6 +25,7 @@ from benchmark.report.tables import (
     _privacy_tables,
     _quality_section,
     _retrained_section,
+    _subgroup_table,
 )
 
 DEFAULT_SAMPLES = 6
@@ -163,6 +164,7 @@ def build_report(results: str | Path | None = None, out: str | Path | None = Non
     leaderboard = _leaderboard(sections["leaderboard"], pretrained, frames["utility_retrained"],
                                frames["image_quality_metrics"], folder)
     _pretrained_section(sections["pretrained"], pretrained, folder, figures)
+    _subgroup_table(sections["pretrained"], _load("utility_pretrained_subgroups", folder))
     _retrained_section(sections["retrained"], frames["utility_retrained"], figures)
     _quality_section(sections["image-quality"], frames["image_quality_metrics"], figures)
     _samples_section(sections["samples"], pretrained, folder, figures, n_samples)

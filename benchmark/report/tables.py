@@ -362,6 +362,31 @@ def _alignment_table(section: Section, frame: _Frame) -> None:
     section.add(Table(columns, rows))
 
 
+def _subgroup_table(section: Section, frame: _Frame) -> None:
+    """The pretrained stage's subgroup rows (``--by``): nothing when the stage ran without subgroups."""
+    if len(frame) == 0:
+        return
+    f = frame
+    section.note("Subgroups (`--by`): per subgroup AUROC and false-negative rate (FNR: positives missed at the "
+                 "stage's threshold) with 95% intervals, and each subgroup's gap to the subgroup with the most "
+                 "positives (FNR gap > 0: this subgroup's findings are missed more often; MOVER intervals). A "
+                 "subgroup with fewer than 5 positives shows its figures without intervals.")
+    columns = ["model", "classifier", "images", "class", "subgroup", "n (positives)", "AUROC [95% CI]",
+               "FNR [95% CI]", "vs", "FNR gap [95% CI]", "AUROC gap [95% CI]", "note"]
+    rows = []
+    for i in f.frame.index:
+        def ci(name: str, i: int = i) -> str:
+            return _fmt_ci(f.num(name).iloc[i], f.num(f"{name}_ci_low").iloc[i], f.num(f"{name}_ci_high").iloc[i])
+
+        rows.append([_label(f.text("model_name").iloc[i], f.text("extra_info").iloc[i]), f.text("classifier").iloc[i],
+                     f.text("image_source").iloc[i], f.text("class").iloc[i],
+                     f"{f.text('subgroup_by').iloc[i]}={f.text('subgroup').iloc[i]}",
+                     f"{_count(f.text('n').iloc[i])} ({_count(f.text('n_positive').iloc[i])})", ci("auroc"),
+                     ci("fnr"), f.text("gap_reference").iloc[i] or "(reference)", ci("fnr_gap"), ci("auroc_gap"),
+                     f.text("subgroup_note").iloc[i]])
+    section.add(Table(columns, rows))
+
+
 # -------------------------------------------------------------------------------------------- leaderboard
 
 
