@@ -107,6 +107,8 @@ def test_the_stage_writes_subgroup_rows_beside_its_own_for_real_nih_images(tmp_p
                          "0", "--stage", "pretrained", "--by", "sex,age-band"]) == 0
     found = read_results("utility_pretrained_subgroups", tmp_path / "results")
     assert len(read_results("utility_pretrained", tmp_path / "results")) == 2  # the stage's own rows, unchanged
+    run = tmp_path / "results" / "runs" / found["run_id"].iat[0]
+    assert len(pd.read_csv(run / "metrics.csv")) == 2 and len(pd.read_csv(run / "subgroups.csv")) == len(found)
     sex = found[found["subgroup_by"] == "sex"]
     for source in ("real", "synthetic"):
         mine = sex[sex["image_source"] == source].set_index("subgroup")

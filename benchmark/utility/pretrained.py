@@ -458,7 +458,7 @@ def run_pretrained_stage(
         subgroup_rows["real_dataset"], subgroup_rows["real_split"] = real.dataset, config.real_split
         subgroup_rows["synthetic_dir"] = str(synthetic.root)
         write_run_rows(SUBGROUP_TABLE, subgroup_rows, folder, results_dir=results_dir, config=config_record,
-                       run_id=run_id)
+                       run_id=run_id, copy_name="subgroups.csv")  # beside the stage's own metrics.csv
     return PretrainedOutcome(table, run_id, folder, leakage, predictions, subgroup_rows)
 
 
