@@ -19,7 +19,7 @@ memorisation report under ``results/runs/<run_id>/``).
 * Detectability (every row with figures): the held-out AUROC of a linear probe telling the row's synthetic images
   from its real ones in the same features, on a patient-disjoint split (:mod:`benchmark.fidelity.detectability`).
 * Subgroups (``--by sex,age-band,view``): one more row per subgroup of the reference (class column ``sex=F``),
-  its real images against the synthetic images of the same subgroup (:mod:`benchmark.utility.subgroups`).
+  its real images against the synthetic images of the same subgroup (:mod:`benchmark.data.subgroups`).
 * ``--protocol chexgenbench``: CheXGenBench's own protocol (their RAD-DINO preprocessing, real prompts deduplicated,
   per class the synthetic images made from the class's real prompts, their KID beside ours), as rows of their own.
 * Reference statistics: ``--save-reference FILE`` also writes the real images' feature statistics (no image);
@@ -107,7 +107,6 @@ TABLE = "image_quality_metrics"
 OVERALL = "overall"
 CHEXGENBENCH = "chexgenbench"
 PROTOCOLS = ("ours", CHEXGENBENCH)
-
 
 
 @dataclass
@@ -382,11 +381,11 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
     plans = _plan_rows(reference, synthetic, options, subgroups)
     pool = floor_pool(real, options.real_split)
     pool_labels = pool.labels()
+    pool_groups = {by: subgroup_values(pool.frame, by, options.age_cuts) for by in options.by}
     for plan in plans:
         if len(plan.real_rows) > options.k and len(plan.synthetic_rows) > options.k:
             if plan.subgroup_by:  # the floor's other real images come from the same subgroup
-                pool_rows = np.flatnonzero(subgroup_values(pool.frame, plan.subgroup_by, options.age_cuts)
-                                           == plan.subgroup)
+                pool_rows = np.flatnonzero(pool_groups[plan.subgroup_by] == plan.subgroup)
             elif plan.name == OVERALL:
                 pool_rows = np.arange(len(pool.frame))
             else:
@@ -572,7 +571,6 @@ def options_from_args(args: argparse.Namespace) -> QualityOptions:
         msssim_size=args.msssim_size, diversity_pairs=args.diversity_pairs, diversity_prompts=args.diversity_prompts,
         images_per_prompt=args.images_per_prompt, detectability=not args.no_detectability, protocol=args.protocol,
         by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands), progress=True)
-
 
 
 def _grid_image(path: str | Path) -> np.ndarray:
