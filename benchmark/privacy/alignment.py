@@ -3,6 +3,7 @@
 Owns loading a transformers dual encoder (any model with ``get_image_features`` and ``get_text_features``:
 ``CLIPModel``, ``SiglipModel``, or a ``VisionTextDualEncoderModel`` pairing a CXR-BERT-style text encoder with a
 chest X-ray vision encoder) and its processor via ``from_pretrained``, the per-image score and its aggregation.
+``biovil-t`` (CheXGenBench's model) goes through :mod:`benchmark.privacy.biovil` behind the same functions.
 
 Tensor contract: images are float32 ``(H, W)`` greyscale arrays in [0, 1]; they are given to the processor as
 8-bit RGB (the processor resizes and normalises). The score of an image and a prompt is the cosine similarity
@@ -37,16 +38,25 @@ class AlignmentModel:
     name: str
     device: torch.device
     max_length: int | None = None
+    biovil: Any = None  # a benchmark.privacy.biovil.BioViLT in place of model + processor
 
 
 def load_alignment_model(name_or_path: str | Path, *, device: str | torch.device | None = "auto",
                          trust_remote_code: bool = False) -> AlignmentModel:
     """``AutoModel`` + ``AutoProcessor`` ``from_pretrained(name_or_path)`` (a hub id or a saved folder), eval mode.
 
+    ``biovil-t``, ``microsoft/BiomedVLP-BioViL-T`` or a folder written by :func:`benchmark.privacy.biovil.save_biovil`
+    load BioViL-T instead (:func:`benchmark.privacy.biovil.load_biovil`).
     Stops with :class:`DataError` naming the model when it cannot be loaded or is not a dual encoder."""
-    from transformers import AutoModel, AutoProcessor
+    from benchmark.privacy import biovil
 
     name = str(name_or_path)
+    if biovil.is_biovil(name):
+        dev = resolve_device(device)
+        model = biovil.load_biovil(name).to(dev)
+        return AlignmentModel(model, None, name, dev, None, biovil=model)
+    from transformers import AutoModel, AutoProcessor
+
     try:
         model = AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
         processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
@@ -86,6 +96,9 @@ def embed_images(aligner: AlignmentModel, images: Sequence[np.ndarray], batch_si
     """Unit-norm image embeddings ``(N, D)`` float32 of greyscale ``(H, W)`` images in [0, 1]."""
     out = []
     for i in range(0, len(images), batch_size):
+        if aligner.biovil is not None:
+            out.append(aligner.biovil.image_embeddings(images[i:i + batch_size]).cpu())
+            continue
         batch = aligner.processor.image_processor(images=[_rgb(x) for x in images[i:i + batch_size]],
                                                   return_tensors="pt")
         pixels = batch["pixel_values"].to(aligner.device)
@@ -99,6 +112,9 @@ def embed_texts(aligner: AlignmentModel, prompts: Sequence[str], batch_size: int
     """Unit-norm text embeddings ``(N, D)`` float32 (prompts truncated to the tokenizer's maximum length)."""
     out = []
     for i in range(0, len(prompts), batch_size):
+        if aligner.biovil is not None:
+            out.append(aligner.biovil.text_embeddings(list(prompts[i:i + batch_size])).cpu())
+            continue
         tokens = aligner.processor.tokenizer(list(prompts[i:i + batch_size]), padding=True, truncation=True,
                                              max_length=aligner.max_length, return_tensors="pt")
         tokens = {k: v.to(aligner.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}

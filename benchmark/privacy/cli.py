@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reid-batch-size", type=int, default=32)
     p.add_argument("--cpu-threads", type=int, default=None, help="fixed torch threads while training on CPU")
     p.add_argument("--fmr", type=float, default=privacy.DEFAULT_FMR, help="false-match rate of the re-id threshold")
-    p.add_argument("--alignment-model", default=None, help="transformers dual encoder (hub id or saved folder)")
+    p.add_argument("--alignment-model", default=None,
+                   help="transformers dual encoder (hub id or saved folder), or biovil-t (CheXGenBench's BioViL-T)")
     p.add_argument("--trust-remote-code", action="store_true", help="for alignment models with custom code")
     p.add_argument("--no-per-class", action="store_true")
     p.add_argument("--bootstrap", type=int, default=1000)
