@@ -26,8 +26,8 @@ def _git_mode(path: Path) -> str | None:
 
 def test_the_entry_points_are_the_expected_ones() -> None:
     assert ENTRY_POINTS == ["check_data.sh", "generate.sh", "image_quality_metrics.sh", "lock.sh", "make_splits.sh",
-                            "privacy_metrics.sh", "register_images.sh", "report.sh", "run_all.sh", "setup.sh",
-                            "test.sh", "utility_metrics.sh"]
+                            "privacy_metrics.sh", "register_images.sh", "report.sh", "results.sh", "run_all.sh",
+                            "setup.sh", "test.sh", "utility_metrics.sh"]
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)

@@ -50,6 +50,7 @@ __all__ = [
     "ResultsFileError",
     "check_writable",
     "read_results",
+    "remove_rows",
     "results_dir",
     "run_dir",
     "table_path",
@@ -371,6 +372,46 @@ def upsert_rows(
 
     log_rows(table, keys, list(new_rows.values()), path)
     return path
+
+
+def remove_rows(table: str, match: Mapping[str, Any], *, results_dir: str | Path | None = None,
+                backup_dir: str | Path | None = None) -> tuple[int, Path | None]:
+    """Delete the rows of *table* whose key columns equal every value of *match* (compared as keys are:
+    ``{"model_name": "m", "extra_info": ""}``); returns ``(rows removed, backup path)``.
+
+    Under the table's lock: the file as it was is first copied to ``<backup_dir>/<table>.<timestamp>.csv``
+    (default ``<results>/backups``), then the remaining rows are written atomically. No match: nothing is
+    written and the backup is ``None``. Raises ``ValueError`` for a column that is not a key of *table*.
+    """
+    keys = _check_table(table)
+    unknown = [c for c in match if c not in keys]
+    if unknown:
+        raise ValueError(f"{table}: {unknown} not among its key columns {list(keys)}")
+    wanted = {c: _key_cell(v) for c, v in match.items()}
+    path = table_path(table, results_dir)
+    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire(poll_interval=LOCK_POLL_S)
+    except filelock.Timeout as exc:
+        raise TimeoutError(f"could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s") from exc
+    try:
+        header, rows = _read_table(path, keys, table)
+        if not header:
+            return 0, None
+        positions = {c: header.index(c) for c in wanted}
+        keep = [r for r in rows if not all(_key_text(r[positions[c]]) == v for c, v in wanted.items())]
+        removed = len(rows) - len(keep)
+        if removed == 0:
+            return 0, None
+        folder = Path(backup_dir) if backup_dir is not None else path.parent / "backups"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        backup = folder / f"{table}.{stamp}.csv"
+        _write_atomic(backup, header, rows)
+        _write_atomic(path, header, keep)
+    finally:
+        lock.release()
+    return removed, backup
 
 
 def check_writable(table: str, results_dir: str | Path | None = None) -> Path:
