@@ -25,7 +25,7 @@ from benchmark.data.splits.common import (
     check_fractions,
     parse_class_list,
 )
-from benchmark.data.splits.generic import build_csv_split, build_folder_split
+from benchmark.data.splits.generic import build_csv_split, build_folder_split, missing_images, select_rows
 from benchmark.data.splits.padchest import FRONTAL_PROJECTIONS, build_padchest_split, read_metadata
 
 DEFAULT_PADCHEST_CLASSES = "soft tissue mass,cardiomegaly,normal"
@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     csv.add_argument("--missing-patient", choices=("error", "image"), default="error",
                      help="a row with no patient id: stop (default), or make the image its own patient")
     csv.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE)
+    csv.add_argument("--where", help="keep the rows this pandas query keeps, e.g. \"source == 'nih_cxr14' and "
+                                     "age >= 18\" (numeric columns compare as numbers; `a name` with spaces)")
+    csv.add_argument("--filter-col", help="keep the rows whose FILTER_COL equals --filter-value")
+    csv.add_argument("--filter-value")
+    csv.add_argument("--no-image-check", action="store_true",
+                     help="do not check that every image file exists (relative paths: under --image-root, "
+                          "else the CSV's folder)")
 
     folder = sub.add_parser("folder", help="a folder with one subfolder per class")
     _common_options(folder)
@@ -161,8 +168,19 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], "mimic-cxr"
         meta["uncertain"], meta["unmentioned"] = args.uncertain, args.unmentioned
     elif args.source == "csv":
+        table = read_csv_strings(args.csv)
+        if args.where or args.filter_col is not None or args.filter_value is not None:
+            kept = select_rows(table, where=args.where, column=args.filter_col, value=args.filter_value,
+                               source=args.csv)
+            print(f"kept {len(kept)} of {len(table)} rows of {args.csv}"
+                  + "".join(f" {x}" for x in (args.where and f"where {args.where}",
+                                               args.filter_col and f"with {args.filter_col} == {args.filter_value!r}")
+                            if x))
+            meta["selected"] = {"where": args.where, "filter_col": args.filter_col, "filter_value": args.filter_value,
+                                "rows_kept": len(kept), "rows_in_csv": len(table)}
+            table = kept
         frame = build_csv_split(
-            read_csv_strings(args.csv), image_col=args.image_col, patient_col=args.patient_col,
+            table, image_col=args.image_col, patient_col=args.patient_col,
             label_cols=args.label_cols, prompt_col=args.prompt_col, split_col=args.split_col,
             view_col=args.view_col, uncertain=args.uncertain, missing_patient=args.missing_patient,
             prompt_template=args.prompt_template,
@@ -170,6 +188,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         )
         classes, dataset = [c for c in frame.columns if c not in _BASE_COLUMNS], _dataset(args)
         meta["uncertain"] = args.uncertain
+        tried = (f"--image-root {args.image_root}" if args.image_root
+                 else f"the CSV's folder {Path(args.csv).resolve().parent} (no --image-root given)")
+        args.image_root = args.image_root or str(Path(args.csv).resolve().parent)
+        if not args.no_image_check:
+            missing = missing_images(frame["image_path"].tolist(), args.image_root)
+            if missing:
+                raise DataError(f"{args.csv}: {len(missing)} of {len(frame)} images not found, relative paths "
+                                f"looked up under {tried}: {', '.join(missing[:5])}"
+                                f"{' ...' if len(missing) > 5 else ''}; give --image-root (the folder the "
+                                f"{args.image_col!r} paths are relative to), or --no-image-check to write the "
+                                "split anyway")
     else:
         frame = build_folder_split(args.images, patient_regex=args.patient_regex, seed=args.seed,
                                    fractions=fractions, prompt_template=args.prompt_template)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,60 @@ def parse_label_mapping(spec: str | Sequence[str]) -> list[tuple[str, str]]:
     if not pairs:
         raise DataError("no label columns given (e.g. --label-cols 'Effusion=pleural effusion,Cardiomegaly')")
     return pairs
+
+
+def _numeric_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns whose every non-empty cell is a number as numbers (empty -> NaN); others as text."""
+    view = {}
+    for column in table.columns:
+        text = table[column].fillna("").astype(str).str.strip()
+        numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+        view[column] = numbers if numbers.notna().sum() == (text != "").sum() and (text != "").any() else text
+    return pd.DataFrame(view, index=table.index)
+
+
+def select_rows(table: pd.DataFrame, *, where: str | None = None, column: str | None = None,
+                value: str | None = None, source: str = "<csv>") -> pd.DataFrame:
+    """The rows of *table* that ``where`` (a pandas query: ``"source == 'nih_cxr14' and age >= 18"``; numeric
+    columns compare as numbers, a name with spaces in backticks) and ``column == value`` (text, stripped) keep.
+
+    Stops with :class:`DataError` naming *source* for an unknown column (with the closest names), an expression
+    pandas cannot evaluate, or a selection that keeps no row."""
+    if (column is None) != (value is None):
+        raise DataError("give --filter-col and --filter-value together")
+    keep = pd.Series(True, index=table.index)
+    columns = [str(c) for c in table.columns]
+
+    def unknown(name: str) -> DataError:
+        close = difflib.get_close_matches(name, columns, n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return DataError(f"{source}: no column {name!r}{hint} (columns: {', '.join(columns)})")
+
+    if column is not None:
+        if column not in table.columns:
+            raise unknown(column)
+        keep &= table[column].fillna("").astype(str).str.strip() == str(value).strip()
+    if where:
+        try:
+            chosen = _numeric_view(table).query(where, engine="python")
+        except pd.errors.UndefinedVariableError as exc:
+            name = re.search(r"name '([^']+)' is not defined", str(exc))
+            raise unknown(name.group(1) if name else str(exc)) from exc
+        except Exception as exc:  # pandas raises many types for a malformed expression
+            raise DataError(f"{source}: --where {where!r} cannot be evaluated ({type(exc).__name__}: {exc}); "
+                            "e.g. --where \"source == 'nih_cxr14' and age >= 18\"") from exc
+        keep &= table.index.isin(chosen.index)
+    if not keep.any():
+        what = " and ".join(x for x in (where and f"--where {where!r}",
+                                        column is not None and f"{column} == {value!r}") if x)
+        raise DataError(f"{source}: {what} keeps none of its {len(table)} rows")
+    return table[keep.to_numpy()].reset_index(drop=True)
+
+
+def missing_images(image_paths: Sequence[str], image_root: str | Path) -> list[str]:
+    """The image paths (as given) with no file, relative ones looked up under *image_root*."""
+    root = Path(image_root)
+    return [p for p in image_paths if not (Path(p) if Path(p).is_absolute() else root / p).is_file()]
 
 
 def build_csv_split(
