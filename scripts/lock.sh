@@ -17,7 +17,7 @@ req_hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
 tmp="$(mktemp requirements.lock.XXXXXX)"
 trap 'rm -f "$tmp"' EXIT
 if [[ -f requirements.lock ]]; then tail -n +2 requirements.lock > "$tmp"; fi  # the current pins, preferred by uv
-"$UV" pip compile requirements.txt --universal --python-version 3.11 --generate-hashes --quiet \
+"$UV" pip compile --config-file uv.toml requirements.txt --universal --python-version 3.11 --generate-hashes --quiet \
   --custom-compile-command "./scripts/lock.sh" --output-file "$tmp" "$@"
 { echo "# requirements.txt sha256: $req_hash"; cat "$tmp"; } > requirements.lock
 echo "lock: wrote requirements.lock ($(grep -cE '^[A-Za-z0-9]' requirements.lock) packages)" >&2

@@ -45,9 +45,19 @@ if [[ ! -x "$VENV/bin/uv" ]]; then
 fi
 if [[ -x "$VENV/bin/uv" ]]; then
   # sync: exactly the lock, nothing else (a package left from an older lock is removed); hashes are checked
-  "$VENV/bin/uv" pip sync --quiet --require-hashes --python "$VENV/bin/python" "$LOCK" >&2
+  # packages built from source (pyradiomics, docopt) build with the lock's own pinned, hashed numpy and setuptools
+  "$VENV/bin/uv" pip sync --quiet --require-hashes --config-file "$ROOT/uv.toml" --build-constraints "$LOCK" \
+    --require-build-hashes --python "$VENV/bin/python" "$LOCK" >&2
 else
-  "$VENV/bin/python" -m pip install --quiet --no-deps --require-hashes -r "$LOCK" >&2
+  # pip has no per-package build dependency: everything else first, then pyradiomics built against the installed numpy
+  rest="$(mktemp)"; radiomics="$(mktemp)"
+  awk '/^pyradiomics==/{on=1} on && /^[A-Za-z0-9]/ && !/^pyradiomics==/{on=0} {print > (on ? R : O)}' \
+    R="$radiomics" O="$rest" "$LOCK"
+  "$VENV/bin/python" -m pip install --quiet --no-deps --require-hashes -r "$rest" >&2
+  if grep -q . "$radiomics"; then
+    "$VENV/bin/python" -m pip install --quiet --no-deps --require-hashes --no-build-isolation -r "$radiomics" >&2
+  fi
+  rm -f "$rest" "$radiomics"
 fi
 echo "$want" > "$STAMP"
 echo "setup: done in $((SECONDS - start)) s (requirements.lock sha256 ${want:0:12})" >&2

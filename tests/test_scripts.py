@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,51 @@ def test_no_file_of_the_package_is_hidden_from_git_by_an_ignore_rule() -> None:
     files = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "benchmark").rglob("*.py")]
     done = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 1 and done.stdout == "", f"ignored by .gitignore: {done.stdout}"
+
+
+FAST_PATHS = {  # python -m module: the stage behind each script whose work needs torch
+    "benchmark.fidelity": "image_quality_metrics.sh", "benchmark.privacy": "privacy_metrics.sh",
+    "benchmark.utility": "utility_metrics.sh", "benchmark.report": "report.sh", "benchmark.generation": "generate.sh",
+}
+_DRIVER = """
+import runpy, sys
+code = 0
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+from benchmark.core.cli import heavy_modules_loaded
+print(f"EXIT {code} HEAVY [{','.join(heavy_modules_loaded())}]")
+"""
+
+
+def _drive(module: str, *argv: str) -> tuple[str, str]:
+    done = subprocess.run([sys.executable, "-c", _DRIVER, module, *argv], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    return done.stdout.strip().splitlines()[-1], done.stderr
+
+
+@pytest.mark.parametrize("module", sorted(FAST_PATHS))
+def test_help_loads_no_model_library(module: str) -> None:
+    last, _ = _drive(module, "--help")
+    assert last == "EXIT 0 HEAVY []", f"{FAST_PATHS[module]} --help imported {last}"
+
+
+@pytest.mark.parametrize("module", ["benchmark.fidelity", "benchmark.privacy", "benchmark.utility"])
+def test_a_bad_split_csv_stops_before_torch_is_imported(module: str, tmp_path: Path) -> None:
+    split = tmp_path / "split.csv"
+    split.write_text("image_path,patient_id,split,prompt,class_label,mass\na.png,p1,train,x,0,1\n")
+    (tmp_path / "set").mkdir()
+    last, err = _drive(module, "--real", str(split), "--synthetic", str(tmp_path / "set"), "--classes", "mas",
+                       "--alignment-model", "x") if module == "benchmark.privacy" else \
+        _drive(module, "--real", str(split), "--synthetic", str(tmp_path / "set"), "--classes", "mas")
+    assert last == "EXIT 2 HEAVY []", last
+    assert "unknown class 'mas'" in err and "did you mean 'mass'?" in err
+
+
+def test_generate_checks_flags_and_prompts_without_the_launcher(tmp_path: Path) -> None:
+    last, err = _drive("benchmark.generation", "--check-only", "--model", "m", "--prompts", str(tmp_path / "no.csv"),
+                       "--out", str(tmp_path / "out"))
+    assert last == "EXIT 2 HEAVY []", last
+    assert "no.csv" in err

@@ -6,7 +6,10 @@ Each flag falls back to the CheXGenBench-style environment variable of SPEC §3 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import sys
+from collections.abc import Callable, Sequence
 
 
 def add_set_arguments(parser: argparse.ArgumentParser, classes_help: str) -> None:
@@ -24,3 +27,34 @@ def add_set_arguments(parser: argparse.ArgumentParser, classes_help: str) -> Non
     parser.add_argument("--allow-generator-overlap", action="store_true",
                         help="run even when the synthetic set's manifest says the generator was trained on patients "
                              "of the split's val/test rows (recorded in every row)")
+
+
+def staged_main(build_parser: Callable[[], argparse.ArgumentParser], run: str, *,
+                precheck: Callable[[argparse.Namespace], object] | None = None,
+                argv: Sequence[str] | None = None) -> int:
+    """A stage's ``python -m`` entry: parse the flags and ``precheck`` them (read and check the CSVs) with only
+    light modules imported, so ``--help`` answers at once and a misspelt flag, column or class stops before torch is
+    imported; then import ``run`` (``"package.module:function"``) and call it with the parsed flags.
+
+    Returns the exit status: 2 with one ``error: ...`` line for a :class:`DataError` (as ``exit_status``), else what
+    ``run`` returned when it is an int, else 0."""
+    from benchmark.core.errors import exit_status
+
+    args = build_parser().parse_args(argv)
+    if precheck is not None:
+        status = exit_status(lambda: precheck(args))
+        if status:
+            return status
+    module, _, function = run.partition(":")
+    work = getattr(importlib.import_module(module), function)
+    returned: list[object] = []
+    status = exit_status(lambda: returned.append(work(args)))
+    code = returned[0] if returned else None
+    return status or (code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def heavy_modules_loaded() -> list[str]:
+    """Which of torch, torchvision, torchxrayvision, transformers, diffusers, accelerate are imported (for tests of
+    the fast paths)."""
+    return [m for m in ("torch", "torchvision", "torchxrayvision", "transformers", "diffusers", "accelerate")
+            if m in sys.modules]

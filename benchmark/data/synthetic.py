@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data import DataError, check_label_columns, label_matrix, read_csv_strings, read_json_object
+from benchmark.data.tables import did_you_mean
 
 SYNTHETIC_COLUMNS: tuple[str, ...] = ("prompt", "img_savename", "source_row", "seed")
 SYNTHETIC_CSV = "synthetic.csv"
@@ -88,7 +89,8 @@ def read_synthetic_set(folder: str | Path, classes: Sequence[str] | None = None)
     classes = list(classes) if classes is not None else list(manifest.get("classes") or [])
     for name in classes:
         if name not in frame.columns:
-            raise DataError(f"{csv_path}: unknown class {name!r}: no such label column")
+            raise DataError(f"{csv_path}: unknown class {name!r}: no such label column"
+                            f"{did_you_mean(name, [c for c in frame.columns if c not in SYNTHETIC_COLUMNS])}")
     check_label_columns(frame, classes, str(csv_path))
     names = frame["img_savename"]
     duplicated = np.flatnonzero(names.duplicated().to_numpy())

@@ -8,6 +8,7 @@ A split CSV has one row per real image: ``image_path``, ``patient_id``, ``split`
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -27,6 +28,13 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("view", "sex", "age", "source", "dataset", 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 _POSITIVE = {"1", "1.0"}
 _NEGATIVE = {"0", "0.0"}
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``known`` names (case-insensitive), else ``""``."""
+    lowered = {k.lower(): k for k in map(str, known)}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(lowered[c]) for c in close)}?" if close else ""
 
 
 
@@ -138,7 +146,8 @@ def validate_split_frame(
     unknown = [c for c in classes if c not in frame.columns]
     if unknown:
         raise DataError(
-            f"{source}: unknown class {unknown[0]!r}: no such label column "
+            f"{source}: unknown class {unknown[0]!r}: no such label column"
+            f"{did_you_mean(unknown[0], infer_classes(frame))} "
             f"(label columns: {', '.join(infer_classes(frame)) or 'none'})"
         )
     if not classes:

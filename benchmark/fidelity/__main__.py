@@ -1,7 +1,8 @@
-"""``python -m benchmark.fidelity``: the image-quality stage."""
+"""``python -m benchmark.fidelity``: the image-quality stage (flags and inputs checked before torch is imported)."""
 
 import sys
 
-from benchmark.fidelity.cli import main
+from benchmark.core.cli import staged_main
+from benchmark.fidelity.defaults import build_parser, precheck
 
-sys.exit(main())
+sys.exit(staged_main(build_parser, "benchmark.fidelity.cli:run", precheck=precheck))

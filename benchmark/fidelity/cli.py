@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +47,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.core.cli import add_set_arguments
 from benchmark.core.errors import exit_status
 from benchmark.core.provenance import new_run_id
 from benchmark.core.results import check_writable, run_dir, write_run_rows
@@ -65,6 +63,7 @@ from benchmark.data.subgroups import (
 )
 from benchmark.data.synthetic import SyntheticSet, read_synthetic_set
 from benchmark.data.tables import label_matrix
+from benchmark.fidelity.defaults import CHEXGENBENCH, PROTOCOLS, build_parser  # noqa: F401  (build_parser: re-exported)
 from benchmark.fidelity.detectability import CI_METHOD as DETECT_CI_METHOD
 from benchmark.fidelity.detectability import detectability
 from benchmark.fidelity.distances import (
@@ -83,7 +82,6 @@ from benchmark.fidelity.diversity import (
 )
 from benchmark.fidelity.features import (
     DEFAULT_PIXEL_SIZE,
-    EXTRACTORS,
     FeatureExtractor,
     default_cache_dir,
     extract_features,
@@ -91,6 +89,7 @@ from benchmark.fidelity.features import (
     process_state,
     square_float,
 )
+from benchmark.fidelity.frd import frd_jackknife, radiomics_features
 from benchmark.fidelity.kid import chexgenbench_kid
 from benchmark.fidelity.memorisation import (
     DEFAULT_CALIBRATION_N,
@@ -105,8 +104,6 @@ from benchmark.fidelity.metrics import fidelity_metrics
 
 TABLE = "image_quality_metrics"
 OVERALL = "overall"
-CHEXGENBENCH = "chexgenbench"
-PROTOCOLS = ("ours", CHEXGENBENCH)
 
 
 @dataclass
@@ -137,6 +134,7 @@ class QualityOptions:
     diversity_prompts: int = DEFAULT_PROMPTS
     images_per_prompt: int = DEFAULT_PER_PROMPT
     detectability: bool = True
+    frd: bool = False
     protocol: str = "ours"
     by: tuple[str, ...] = ()
     age_cuts: tuple[int, ...] = DEFAULT_AGE_CUTS
@@ -338,6 +336,17 @@ def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityO
     return plans
 
 
+def _radiomics(ref_paths: list[Path], syn_paths: list[Path], progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Raw radiomics features of the real and synthetic images (:mod:`benchmark.fidelity.frd`), each image once."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(ref_paths) + len(syn_paths), desc="radiomics (FRD)", unit="img",
+              disable=not progress) as bar:
+        real, _ = radiomics_features(ref_paths, progress=bar.update)
+        synthetic, _ = radiomics_features(syn_paths, progress=bar.update)
+    return real, synthetic
+
+
 def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtractor, options: QualityOptions, *,
              pixel_extractor: FeatureExtractor | None = None,
              generator_references: tuple[list[Path], list[str]] | None = None) -> QualityReport | None:
@@ -416,6 +425,7 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
         return extracted.features[[position[p] for p in paths]]
 
     ref_features, syn_features = take(ref_paths), take(syn_paths)
+    radiomics = _radiomics(ref_paths, syn_paths, options.progress) if options.frd else None
     memorisation = None
     if do_memorisation and pixels is not None:
         size = options.pixel_size
@@ -454,6 +464,13 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
                                     fake_clusters=syn_clusters[plan.synthetic_rows], fake_kind=syn_kind,
                                     real_strata=ref_strata[plan.real_rows],
                                     fake_strata=syn_strata[plan.synthetic_rows]))
+        if radiomics is not None and min(len(plan.real_rows), len(plan.synthetic_rows)) >= 2:
+            found = frd_jackknife(radiomics[0][plan.real_rows], radiomics[1][plan.synthetic_rows],
+                                  real_clusters=ref_patients[plan.real_rows],
+                                  synthetic_clusters=syn_clusters[plan.synthetic_rows],
+                                  n_groups=options.jackknife_groups, seed=options.seed)
+            row.update(found.row())
+            row["notes"] = "; ".join(filter(None, [row.get("notes", ""), *found.notes]))
         floor = floor_columns(plan.floor, take, options, row.get("fid", math.nan))
         floor_note, floor_groups = floor.pop("floor_note", ""), floor.pop("floor_groups", None)
         row.update(floor)
@@ -483,66 +500,6 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
 # ----------------------------------------------------------------------------------------------------
 
 
-def _env_int(name: str, default: int | None) -> int | None:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags of ``image_quality_metrics.sh``; environment variables (SPEC §3) are the defaults, flags win."""
-    p = argparse.ArgumentParser(prog="image_quality_metrics.sh", description=__doc__.splitlines()[0])
-    add_set_arguments(p, "comma-separated classes (default: the split's)")
-    p.add_argument("--features", choices=[e for e in EXTRACTORS if e != "pixels"], default="xrv")
-    p.add_argument("--weights", default=None, help="xrv weights key or checkpoint folder; RAD-DINO id or folder; "
-                   "Inception weights file")
-    p.add_argument("--xrv-cache-dir", default=None, help="torchxrayvision weights cache (default: xrv's own)")
-    p.add_argument("--image-size", type=int, default=None, help="run the extractor at this size (default: native)")
-    p.add_argument("--real-split", default="test", help="split(s) of the fidelity reference, e.g. test or val,test")
-    p.add_argument("--per-class", action="store_true", help="one row per class as well as overall")
-    p.add_argument("--n", type=int, default=None, help="subsample both sides to N images (e.g. 5000)")
-    p.add_argument("--k", type=int, default=5, help="neighbours for precision/recall/density/coverage")
-    p.add_argument("--kid-subset-size", type=int, default=1000)
-    p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--jackknife-groups", type=int, default=DEFAULT_JACKKNIFE_GROUPS,
-                   help="groups of whole patients for the FID / FD∞ / KID jackknife intervals (capped at the number "
-                        "of clusters on the smaller side; below 5: no interval)")
-    p.add_argument("--bootstrap", type=int, default=None, help="deprecated and ignored (FID's interval is now the "
-                   "jackknife); accepted for one release")
-    p.add_argument("--batch-size", type=int, default=_env_int("BATCH_SIZE", 32))
-    p.add_argument("--num-workers", type=int, default=_env_int("NUM_WORKERS", 0))
-    p.add_argument("--seed", type=int, default=_env_int("SEED", 0))
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--cache-dir", default=None, help="feature cache (default $SYNTHCXR_CACHE/features, else "
-                   "<results>/cache/features)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
-    p.add_argument("--no-memorisation", action="store_true")
-    p.add_argument("--pixel-size", type=int, default=DEFAULT_PIXEL_SIZE, help="side of the pixel-space images")
-    p.add_argument("--max-shift", type=int, default=DEFAULT_MAX_SHIFT, help="pixel-space shift tolerance (px)")
-    p.add_argument("--memorisation-quantile", type=float, default=DEFAULT_QUANTILE)
-    p.add_argument("--calibration-n", type=int, default=DEFAULT_CALIBRATION_N,
-                   help="training images used to calibrate the memorisation thresholds")
-    p.add_argument("--no-diversity", action="store_true")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="ours", help="chexgenbench: CheXGenBench's own protocol "
-                   "(RAD-DINO CLS features of images squashed to 299 px, prompts of the real rows deduplicated, per "
-                   "class the synthetic images made from the class's real prompts, k 5, and their KID beside ours), "
-                   "written as rows of their own")
-    p.add_argument("--by", default="", help="also one row per subgroup of sex, age-band and/or view (comma list; "
-                   "class column 'sex=F' etc.), with its N")
-    p.add_argument("--age-bands", default=",".join(str(c) for c in DEFAULT_AGE_CUTS),
-                   help="cut points of --by age-band in years")
-    p.add_argument("--save-reference", default=None, metavar="FILE", help="also write the real --real-split images' "
-                   "feature statistics (mean, covariance, N; no image) to FILE.npz, to publish beside the figures")
-    p.add_argument("--reference", default=None, metavar="FILE", help="FID against reference statistics FILE in "
-                   "place of --real (same extractor required; FID only)")
-    p.add_argument("--no-detectability", action="store_true", help="skip the real-vs-synthetic linear probe "
-                   "(detect_auroc)")
-    p.add_argument("--msssim-size", type=int, default=DEFAULT_SIZE, help="MS-SSIM image size (176+: 5 scales)")
-    p.add_argument("--diversity-pairs", type=int, default=DEFAULT_PAIRS, help="random pairs per set")
-    p.add_argument("--diversity-prompts", type=int, default=DEFAULT_PROMPTS, help="prompts for same-prompt pairs")
-    p.add_argument("--images-per-prompt", type=int, default=DEFAULT_PER_PROMPT)
-    return p
-
-
 def options_from_args(args: argparse.Namespace) -> QualityOptions:
     """The :class:`QualityOptions` of parsed CLI flags (``--bootstrap``, deprecated, is ignored with a warning)."""
     if args.bootstrap is not None:
@@ -569,7 +526,8 @@ def options_from_args(args: argparse.Namespace) -> QualityOptions:
         memorisation=not args.no_memorisation, pixel_size=args.pixel_size, max_shift=args.max_shift,
         quantile=args.memorisation_quantile, calibration_n=args.calibration_n, diversity=not args.no_diversity,
         msssim_size=args.msssim_size, diversity_pairs=args.diversity_pairs, diversity_prompts=args.diversity_prompts,
-        images_per_prompt=args.images_per_prompt, detectability=not args.no_detectability, protocol=args.protocol,
+        images_per_prompt=args.images_per_prompt, detectability=not args.no_detectability, frd=args.frd,
+        protocol=args.protocol,
         by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands), progress=True)
 
 

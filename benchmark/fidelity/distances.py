@@ -35,13 +35,12 @@ from scipy import stats as sps
 
 from benchmark.core.stats import cluster_codes
 from benchmark.core.stats import wilson_interval as wilson_interval  # re-exported: privacy.py and tests import it here
+from benchmark.fidelity.defaults import DEFAULT_JACKKNIFE_GROUPS, MIN_JACKKNIFE_GROUPS
 
 Metric = Literal["euclidean", "cosine"]
 DEFAULT_QUERY_CHUNK = 2048
 DEFAULT_REF_CHUNK = 8192
-DEFAULT_JACKKNIFE_GROUPS = 20
 #: fewer clusters than this on the smaller side: no jackknife interval (and no FD∞)
-MIN_JACKKNIFE_GROUPS = 5
 #: FD∞ needs at least this many images per side per feature dimension (below, the extrapolation is biased)
 FD_INF_MIN_N_PER_DIM = 1.5
 Z_95 = 1.959963984540054

@@ -23,6 +23,7 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from benchmark.data import XrayImage, load_image
+from benchmark.fidelity.defaults import DEFAULT_PAIRS, DEFAULT_PER_PROMPT, DEFAULT_PROMPTS, DEFAULT_SIZE
 from benchmark.fidelity.distances import mean_interval, resolve_device
 from benchmark.fidelity.features import square_float
 
@@ -30,10 +31,6 @@ MSSSIM_BETAS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MSSSIM_METHOD = ("torchmetrics multiscale_structural_similarity_index_measure; reads 0.007-0.019 below "
                  "pytorch_msssim on the same pairs")
 KERNEL_SIZE = 11
-DEFAULT_SIZE = 256
-DEFAULT_PAIRS = 250
-DEFAULT_PROMPTS = 100
-DEFAULT_PER_PROMPT = 4
 
 
 def msssim_scales(size: int, kernel_size: int = KERNEL_SIZE) -> int:

@@ -45,12 +45,11 @@ from torch.utils.data import DataLoader, Dataset
 from benchmark.core.results import cache_dir
 from benchmark.data import DataError, ImageLoadError, XrayImage, load_image
 from benchmark.data.preprocess import check_xrv_range, xrv_input
+from benchmark.fidelity.defaults import DEFAULT_PIXEL_SIZE, EXTRACTORS
 from benchmark.models.classifiers import load_classifier
 
-EXTRACTORS: tuple[str, ...] = ("xrv", "inception", "raddino", "raddino-chexgenbench", "pixels")
 DEFAULT_XRV_WEIGHTS = "densenet121-res224-all"
 DEFAULT_RADDINO = "microsoft/rad-dino"
-DEFAULT_PIXEL_SIZE = 64
 INCEPTION_SIZE = 299
 FLUSH_EVERY = 4096
 

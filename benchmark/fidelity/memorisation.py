@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from benchmark.core.stats import wilson_interval
+from benchmark.fidelity.defaults import DEFAULT_CALIBRATION_N, DEFAULT_MAX_SHIFT, DEFAULT_QUANTILE
 from benchmark.fidelity.distances import (
     DEFAULT_QUERY_CHUNK,
     DEFAULT_REF_CHUNK,
@@ -39,9 +40,6 @@ from benchmark.fidelity.distances import (
     subsample_indices,
 )
 
-DEFAULT_QUANTILE = 0.999
-DEFAULT_MAX_SHIFT = 2
-DEFAULT_CALIBRATION_N = 5000
 DEFAULT_GRID_PAIRS = 12
 
 

@@ -598,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prompts over the tokenizer limit: count and report them (default), or stop")
     parser.add_argument("--rebuild-index", action="store_true",
                         help="only rebuild synthetic.csv and manifest.json of --out from its plan and images")
+    parser.add_argument("--check-only", action="store_true",
+                        help="check the flags and read the prompts, generate nothing (generate.sh does this before "
+                             "it starts the launcher, so a bad flag or CSV stops in a second)")
+    parser.add_argument("--num-processes", type=int, default=int(env.get("NUM_PROCESSES", "1")),
+                        help="processes to generate with, one per GPU, through accelerate launch (read by "
+                             "generate.sh; NUM_PROCESSES; default 1)")
     add_generator_training_arguments(parser)
     return parser
 
@@ -609,15 +615,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.out:
             raise DataError("give --out (or SYNTHETIC_DIR)")
         if args.rebuild_index:
+            if args.check_only:
+                return 0
             done = write_index(args.out)
             print(f"{args.out}: indexed {len(done)} images")
             return 0
         if not args.model or not args.prompts:
             raise DataError("give --model and --prompts (or REAL_CSV)")
-        fields = {k: v for k, v in vars(args).items() if k != "rebuild_index"}
+        fields = {k: v for k, v in vars(args).items() if k not in ("rebuild_index", "check_only", "num_processes")}
         config = GenerationConfig(**fields, command=["generate.sh", *argv])
         check_options(config)
         record_from_arguments(config.generator_training, config.generator_training_ids)  # a bad record stops here
+        if args.check_only:
+            prompts = load_prompts(config.prompts, split=config.split, prompt_col=config.prompt_col,
+                                   max_prompts=config.max_prompts, dedupe=config.dedupe_prompts)
+            print(f"checked: {len(prompts.frame)} prompts from {prompts.source}")
+            return 0
         out = generate(config)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.core.cli import add_set_arguments
 from benchmark.core.errors import exit_status
 from benchmark.core.provenance import new_run_id
 from benchmark.core.results import check_writable, run_dir, write_run_rows
@@ -50,6 +49,7 @@ from benchmark.fidelity.features import square_float
 from benchmark.models.training import load_tensors
 from benchmark.privacy import alignment as align
 from benchmark.privacy import reid as privacy
+from benchmark.privacy.defaults import DESIGNS, build_parser
 from benchmark.privacy.matched import MatchedResult, draw_references, label_strata, matched_design, matched_summary
 from benchmark.privacy.screen import ReidResult, reid_check, summary_row
 from benchmark.privacy.training import ReidTrainConfig, train_reid
@@ -104,7 +104,6 @@ def _class_masks(classes: Sequence[str], labels: np.ndarray) -> list[tuple[str, 
     return [(OVERALL, np.ones(len(labels), bool))] + [(c, labels[:, j] == 1) for j, c in enumerate(classes)]
 
 
-DESIGNS = ("auto", "matched", "screen")
 
 
 @dataclass
@@ -311,46 +310,6 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
 # ----------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags of ``privacy_metrics.sh``; environment variables (SPEC §3) are the defaults, flags win."""
-    p = argparse.ArgumentParser(prog="privacy_metrics.sh", description=__doc__.splitlines()[0])
-    add_set_arguments(p, "comma-separated classes (default: the split's)")
-    p.add_argument("--reid-model", default=None, help="re-id checkpoint: CheXGenBench's Siamese ResNet-50 state dict "
-                   "(or one saved by --reid-train)")
-    p.add_argument("--reid-train", action="store_true", help="train the re-id model on the split's train patients")
-    p.add_argument("--reid-arch", choices=privacy.ARCHITECTURES, default=None,
-                   help="backbone (default: a checkpoint's sidecar config, else resnet50)")
-    p.add_argument("--reid-input-scaling", choices=privacy.INPUT_SCALINGS, default=None,
-                   help="input of a ResNet checkpoint: unit = [0, 1] as CheXGenBench's (the default for a checkpoint "
-                        "without a sidecar config), imagenet = ImageNet-normalised (what --reid-train uses)")
-    p.add_argument("--reid-image-size", type=int, default=None,
-                   help="image side fed to the re-id model (default: the size a checkpoint's sidecar records, "
-                        f"else {privacy.DEFAULT_IMAGE_SIZE}; the training size with --reid-train)")
-    p.add_argument("--reid-allow-size-mismatch", action="store_true",
-                   help="use --reid-image-size even where it differs from the size the checkpoint was trained at "
-                        "(the row says so, and its reid_model key gets @<size>px)")
-    p.add_argument("--design", choices=DESIGNS, default="auto",
-                   help="matched: CheXGenBench's prompt-matched design (synthetic images made from train rows "
-                        "against their own source, with a within-set null) besides the nearest-neighbour screen; "
-                        "screen: the screen only; auto (default): matched when the set has train sources")
-    p.add_argument("--reid-features", type=int, default=privacy.DEFAULT_N_FEATURES, help="embedding size (training)")
-    p.add_argument("--reid-epochs", type=int, default=10)
-    p.add_argument("--reid-lr", type=float, default=1e-4)
-    p.add_argument("--reid-batch-size", type=int, default=32)
-    p.add_argument("--cpu-threads", type=int, default=None, help="fixed torch threads while training on CPU")
-    p.add_argument("--fmr", type=float, default=privacy.DEFAULT_FMR, help="false-match rate of the re-id threshold")
-    p.add_argument("--alignment-model", default=None,
-                   help="transformers dual encoder (hub id or saved folder), or biovil-t (CheXGenBench's BioViL-T)")
-    p.add_argument("--trust-remote-code", action="store_true", help="for alignment models with custom code")
-    p.add_argument("--no-per-class", action="store_true")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    return p
 
 
 def _grid(report: PrivacyReport, folder: Path, synthetic: SyntheticSet) -> Path:

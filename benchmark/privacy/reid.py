@@ -62,12 +62,14 @@ from benchmark.core.stats import (
 )
 from benchmark.data import DataError
 from benchmark.fidelity.distances import DEFAULT_QUERY_CHUNK, DEFAULT_REF_CHUNK, chunked_knn, resolve_device
+from benchmark.privacy.defaults import (
+    ARCHITECTURES,
+    DEFAULT_FMR,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_N_FEATURES,
+    INPUT_SCALINGS,
+)
 
-ARCHITECTURES: tuple[str, ...] = ("resnet50", "densenet121", "resnet18", "resnet10")
-DEFAULT_FMR = 0.01
-DEFAULT_N_FEATURES = 128
-DEFAULT_IMAGE_SIZE = 224
-INPUT_SCALINGS: tuple[str, ...] = ("unit", "imagenet")
 CHEXGENBENCH_INPUT_SCALING = "unit"  # a checkpoint without a sidecar is read as CheXGenBench's
 TRAINED_INPUT_SCALING = "imagenet"
 SIDECAR_FORMAT = "synthcxr-reid/2"  # /2 adds the preprocessing (image size, channels, loader)

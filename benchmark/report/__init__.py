@@ -33,13 +33,17 @@ images embedded as ``data:`` URIs, inline CSS, no script, and a Content-Security
 The names below are re-exported so ``from benchmark.report import SECTIONS, build_report, main`` works.
 """
 
-from benchmark.report.cli import build_parser, main
-from benchmark.report.document import Figure, Note, ReportResult, Section, Table
-from benchmark.report.loading import SECTIONS, STAGE_COMMANDS
-from benchmark.report.render import DEFAULT_SAMPLES, build_report
-from benchmark.report.tables import PRETRAINED_METRICS, RETRAINED_METRICS
+import importlib
 
-__all__ = [
-    "DEFAULT_SAMPLES", "PRETRAINED_METRICS", "RETRAINED_METRICS", "SECTIONS", "STAGE_COMMANDS", "Figure", "Note",
-    "ReportResult", "Section", "Table", "build_parser", "build_report", "main",
-]
+# Exported lazily (PEP 562): ``python -m benchmark.report --help`` loads neither matplotlib nor the renderer.
+_EXPORTS = {"build_parser": "cli", "main": "cli", "Figure": "document", "Note": "document", "ReportResult": "document",
+            "Section": "document", "Table": "document", "DEFAULT_SAMPLES": "document", "SECTIONS": "loading",
+            "STAGE_COMMANDS": "loading", "build_report": "render", "PRETRAINED_METRICS": "tables",
+            "RETRAINED_METRICS": "tables"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

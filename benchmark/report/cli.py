@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from benchmark.core.results import ResultsFileError
-from benchmark.report.render import DEFAULT_SAMPLES, build_report
+from benchmark.report.document import DEFAULT_SAMPLES
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
@@ -33,6 +33,8 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
     if args.samples < 1:
         print("error: --samples must be at least 1", file=sys.stderr)
         return 2
+    from benchmark.report.render import build_report  # matplotlib: after the flags
+
     try:
         result = build_report(args.results_dir, args.out, n_samples=args.samples)
     except ResultsFileError as exc:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+#: sample images per class and model in the report's grids
+DEFAULT_SAMPLES = 6
+
 
 @dataclass
 class Table:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmark.core.results import results_dir
 from benchmark.data import atomic_write_text
-from benchmark.report.document import Figure, Note, ReportResult, Section, Table
+from benchmark.report.document import DEFAULT_SAMPLES, Figure, Note, ReportResult, Section, Table
 from benchmark.report.figures import _Figures, _samples_section
 from benchmark.report.loading import SECTIONS, _load, _pretrained_view
 from benchmark.report.tables import (
@@ -27,9 +27,6 @@ from benchmark.report.tables import (
     _retrained_section,
     _subgroup_table,
 )
-
-DEFAULT_SAMPLES = 6
-
 
 # --------------------------------------------------------------------------------------------- rendering
 

@@ -13,68 +13,33 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from benchmark.core.cli import add_set_arguments
 from benchmark.core.stats import SIGNAL_ALPHA
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.leakage import LeakageError
 from benchmark.data.splits.common import parse_class_list
-from benchmark.data.subgroups import DEFAULT_AGE_CUTS, age_cuts, subgroup_variables
+from benchmark.data.subgroups import age_cuts, subgroup_variables
 from benchmark.data.synthetic import read_synthetic_set
+from benchmark.utility.defaults import DEFAULT_STAGE, STAGES, build_parser  # noqa: F401  (re-exported)
 from benchmark.utility.label_mapping import parse_label_map
 from benchmark.utility.pretrained import PretrainedConfig, format_table, run_pretrained_stage
 from benchmark.utility.retrained import (
-    add_retrained_arguments,
     format_retrained_table,
     retrained_config_from_args,
     run_retrained_stage,
 )
-from benchmark.utility.test_labels import add_test_labels_argument
 
-STAGES = ("pretrained", "retrained", "all")
-DEFAULT_STAGE = "pretrained"  # for a real split and synthetic set; the demo runs everything when none is given
 DEMO_ORDER = ("demo-faithful", "demo-label-blind", "demo-untrained-ddpm")
 RANKING_RULE = (f"a model carries label signal when the classifier finds at least one class above chance in its "
                 f"images (one-sided Brunner-Munzel test of AUROC > 0.5, Holm-adjusted over the classes, family-wise "
                 f"alpha {SIGNAL_ALPHA}); models with label signal rank first, by mean synthetic AUROC; models "
                 "without it are ordered by realism (Frechet distance to the real test images in the classifier's "
                 "feature space, lower first).")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
-    parser = argparse.ArgumentParser(prog="utility_metrics.sh", description=__doc__.splitlines()[0])
-    add_set_arguments(parser, "classes to evaluate (default: the split's)")
-    parser.add_argument("--classifier", default=env.get("CLASSIFIER", "densenet121-res224-all"),
-                        help="xrv weights key (all, nih, pc, chex, mimic_nb, mimic_ch, rsna) or a checkpoint folder")
-    parser.add_argument("--xrv-cache-dir", help="torchxrayvision weights cache (default: xrv's own)")
-    parser.add_argument("--stage", choices=STAGES, default=None,
-                        help=f"default {DEFAULT_STAGE}; the demo (nothing configured) runs every stage and the "
-                        "image-quality metrics")
-    parser.add_argument("--label-map", help="'class=Output,normal=normal-rule' overrides of the default mapping")
-    parser.add_argument("--threshold", choices=("operating-point", "val-youden"), default="operating-point")
-    parser.add_argument("--real-split", default="test", choices=("train", "val", "test"))
-    add_test_labels_argument(parser)
-    parser.add_argument("--n-resamples", type=int, default=2000)
-    parser.add_argument("--by", default="", help="pretrained stage: also report per subgroup of sex, age-band and/or "
-                        "view (comma list), with each subgroup's FNR and AUROC gap to the largest one")
-    parser.add_argument("--age-bands", default=",".join(str(c) for c in DEFAULT_AGE_CUTS),
-                        help="cut points of --by age-band in years (default 40,60,80: <40, 40-59, 60-79, 80+)")
-    parser.add_argument("--allow-leakage", action="store_true",
-                        help="run even when the classifier was trained on the split's dataset (recorded in every row)")
-    parser.add_argument("--batch-size", type=int, default=int(env.get("BATCH_SIZE", "32")))
-    parser.add_argument("--num-workers", type=int, default=int(env.get("NUM_WORKERS", "2")))
-    parser.add_argument("--seed", type=int, default=int(env.get("SEED", "0")))
-    parser.add_argument("--demo-dir", default=env.get("DEMO_DIR", "demo"),
-                        help="where the demo writes its data when nothing else is configured")
-    add_retrained_arguments(parser)
-    return parser
 
 
 def _config(args: argparse.Namespace, classifier: str) -> PretrainedConfig:
@@ -181,9 +146,8 @@ def rank_demo_models(summary: dict[str, dict[str, float]]) -> list[str]:
     return with_signal + without
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """The stage (or, nothing configured, the demo) for parsed flags; the exit status (2: bad input)."""
     try:
         subgroup_variables(args.by), age_cuts(args.age_bands)  # flag errors before any file is read
         if not args.real and not args.synthetic:
@@ -209,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

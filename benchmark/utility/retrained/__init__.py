@@ -28,42 +28,24 @@ May import: :mod:`benchmark.core`, :mod:`benchmark.data`, :mod:`benchmark.models
 (the process group's release at exit).
 """
 
-from benchmark.utility.retrained.cli import add_retrained_arguments, build_parser, main, retrained_config_from_args
-from benchmark.utility.retrained.config import TABLE_METRICS, RetrainedConfig
-from benchmark.utility.retrained.evaluation import UnitPredictions, evaluate_units
-from benchmark.utility.retrained.execution import RetrainedOutcome, run_retrained_stage
-from benchmark.utility.retrained.planning import (
-    Pools,
-    SettingSpec,
-    Size,
-    SizeError,
-    build_training_set,
-    make_pools,
-    parse_settings,
-    parse_size,
-    plan_units,
-)
-from benchmark.utility.retrained.table import format_retrained_table
+# Exported lazily (PEP 562): ``benchmark.utility.retrained.cli`` and ``config`` load without torch, so the stage's
+# --help and flag errors come at once; the training modules are imported when one of their names is first used.
+_EXPORTS = {
+    "add_retrained_arguments": "cli", "build_parser": "cli", "main": "cli", "retrained_config_from_args": "cli",
+    "TABLE_METRICS": "config", "RetrainedConfig": "config",
+    "UnitPredictions": "evaluation", "evaluate_units": "evaluation",
+    "RetrainedOutcome": "execution", "run_retrained_stage": "execution",
+    "Pools": "planning", "SettingSpec": "planning", "Size": "planning", "SizeError": "planning",
+    "build_training_set": "planning", "make_pools": "planning", "parse_settings": "planning", "parse_size": "planning",
+    "plan_units": "planning",
+    "format_retrained_table": "table",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "TABLE_METRICS",
-    "Pools",
-    "RetrainedConfig",
-    "RetrainedOutcome",
-    "SettingSpec",
-    "Size",
-    "SizeError",
-    "UnitPredictions",
-    "add_retrained_arguments",
-    "build_parser",
-    "build_training_set",
-    "evaluate_units",
-    "format_retrained_table",
-    "main",
-    "make_pools",
-    "parse_settings",
-    "parse_size",
-    "plan_units",
-    "retrained_config_from_args",
-    "run_retrained_stage",
-]
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -12,20 +12,21 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from types import SimpleNamespace
 
 from benchmark.core.cli import add_set_arguments
 from benchmark.data import DataError
 from benchmark.data.generator_training import SYNTHETIC_FROM
 from benchmark.utility.retrained.config import SPEC_TARGET, TASKS, THRESHOLDS, RetrainedConfig
-from benchmark.utility.retrained.execution import _distributed_state, run_retrained_stage
-from benchmark.utility.retrained.table import format_retrained_table
 from benchmark.utility.test_labels import add_test_labels_argument
 
 
 def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the stage's flags to ``parser`` (shared ones such as --n-resamples, --num-workers, --seed are not added)."""
     group = parser.add_argument_group("retrained-classifier utility")
-    default = RetrainedConfig()
+    default = SimpleNamespace(**{f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                                 for f in fields(RetrainedConfig)})  # the defaults, without __post_init__'s torch
     group.add_argument("--settings", default=",".join(default.settings),
                        help="comma-separated kind[:size]: real[:N], synthetic[:M], real+synthetic[:N+M], "
                             "mixed[:N[@F]]; sizes are counts (1100, 1.1k), fractions (0.5, 50%%) or all, e.g. "
@@ -121,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmark.data.synthetic import read_synthetic_set
 
     args = build_parser().parse_args(argv)
+    from benchmark.utility.retrained.execution import _distributed_state, run_retrained_stage  # torch: after the flags
+    from benchmark.utility.retrained.table import format_retrained_table
+
     main_process = _distributed_state().is_main_process
     try:
         if not args.real or not args.synthetic:
