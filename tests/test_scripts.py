@@ -66,7 +66,7 @@ def _setup_copy(tmp_path: Path) -> Path:
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "setup.sh").write_bytes((SCRIPTS / "setup.sh").read_bytes())
     (tmp_path / "scripts" / "setup.sh").chmod(0o755)
-    for name in ("requirements.txt", "requirements.lock"):
+    for name in ("requirements.txt", "requirements.lock", "uv.toml"):
         (tmp_path / name).write_bytes((REPO_ROOT / name).read_bytes())
     return tmp_path
 
