@@ -260,6 +260,16 @@ def _remove_stale_temp_files(path: Path) -> None:
                 tmp.unlink()
 
 
+def _acquire(path: Path) -> filelock.FileLock:
+    """The table's lock, held (``TimeoutError`` after :data:`LOCK_TIMEOUT_S`); the caller releases it."""
+    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire(poll_interval=LOCK_POLL_S)
+    except filelock.Timeout as exc:
+        raise TimeoutError(f"could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s") from exc
+    return lock
+
+
 def _write_atomic(path: Path, columns: list[str], rows: Iterable[list[str]]) -> None:
     """Write the CSV to a temp file next to *path*, fsync it, then ``os.replace`` it over *path*."""
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
@@ -337,11 +347,7 @@ def upsert_rows(
         new_rows[key] = row
         first_index[key] = i
 
-    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire(poll_interval=LOCK_POLL_S)
-    except filelock.Timeout as exc:
-        raise TimeoutError(f"could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s") from exc
+    lock = _acquire(path)
     try:
         _remove_stale_temp_files(path)
         header, old_rows = _read_table(path, keys, table)
@@ -389,11 +395,7 @@ def remove_rows(table: str, match: Mapping[str, Any], *, results_dir: str | Path
         raise ValueError(f"{table}: {unknown} not among its key columns {list(keys)}")
     wanted = {c: _key_cell(v) for c, v in match.items()}
     path = table_path(table, results_dir)
-    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire(poll_interval=LOCK_POLL_S)
-    except filelock.Timeout as exc:
-        raise TimeoutError(f"could not lock {path}.lock within {LOCK_TIMEOUT_S:.0f} s") from exc
+    lock = _acquire(path)
     try:
         header, rows = _read_table(path, keys, table)
         if not header:

@@ -49,7 +49,7 @@ from benchmark.fidelity.features import square_float
 from benchmark.models.training import load_tensors
 from benchmark.privacy import alignment as align
 from benchmark.privacy import reid as privacy
-from benchmark.privacy.defaults import DESIGNS, build_parser
+from benchmark.privacy.defaults import DESIGNS, build_parser, check_asked
 from benchmark.privacy.matched import MatchedResult, draw_references, label_strata, matched_design, matched_summary
 from benchmark.privacy.screen import ReidResult, reid_check, summary_row
 from benchmark.privacy.training import ReidTrainConfig, train_reid
@@ -346,12 +346,7 @@ def _matched_frame(matched: MatchedResult, synthetic: SyntheticSet, train: Split
 
 def run(args: argparse.Namespace) -> dict[str, Path]:
     """Read the inputs, evaluate, write the run folder and the rows; returns the written results CSVs."""
-    if not args.real or not args.synthetic:
-        raise DataError("give --real CSV and --synthetic DIR (or set REAL_CSV and SYNTHETIC_DIR)")
-    if not (args.reid_model or args.reid_train or args.alignment_model):
-        raise DataError("nothing to do: give --reid-model PATH or --reid-train, and/or --alignment-model NAME")
-    if args.reid_model and args.reid_train:
-        raise DataError("give either --reid-model or --reid-train, not both")
+    check_asked(args)
     for table, wanted in ((PRIVACY_TABLE, args.reid_model or args.reid_train), (ALIGNMENT_TABLE, args.alignment_model)):
         if wanted:
             check_writable(table, args.results_dir)  # before any training or scoring

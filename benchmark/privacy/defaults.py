@@ -67,15 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def precheck(args: argparse.Namespace) -> None:
-    """The checks that need no model: which analyses are asked for, the split CSV and the synthetic set (a bad
-    column, row or class stops here, before torch is imported)."""
+def check_asked(args: argparse.Namespace) -> None:
+    """Both inputs given, and at least one analysis (re-identification or alignment), not two re-id sources."""
     if not args.real or not args.synthetic:
         raise DataError("give --real CSV and --synthetic DIR (or set REAL_CSV and SYNTHETIC_DIR)")
     if not (args.reid_model or args.reid_train or args.alignment_model):
         raise DataError("nothing to do: give --reid-model PATH or --reid-train, and/or --alignment-model NAME")
     if args.reid_model and args.reid_train:
         raise DataError("give either --reid-model or --reid-train, not both")
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """The checks that need no model: which analyses are asked for, the split CSV and the synthetic set (a bad
+    column, row or class stops here, before torch is imported)."""
+    check_asked(args)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     read_split_csv(args.real, image_root=args.image_root, classes=classes)
     read_synthetic_set(args.synthetic, classes=[])
