@@ -155,3 +155,32 @@ def test_generate_checks_flags_and_prompts_without_the_launcher(tmp_path: Path) 
                        "--out", str(tmp_path / "out"))
     assert last == "EXIT 2 HEAVY []", last
     assert "no.csv" in err
+
+
+@pytest.mark.parametrize("module", ["benchmark.fidelity.defaults", "benchmark.privacy.defaults",
+                                    "benchmark.utility.defaults", "benchmark.generation.generate",
+                                    "benchmark.data.make_splits", "benchmark.report.cli", "benchmark.core.manage",
+                                    "benchmark.pipeline.run_all"])
+def test_every_option_has_help_text(module: str) -> None:
+    import argparse
+    import importlib
+
+    def bare(parser: argparse.ArgumentParser, name: str) -> list[str]:
+        out = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                out += [x for sub, p in action.choices.items() for x in bare(p, f"{name} {sub}")]
+            elif action.option_strings and not action.help:
+                out.append(f"{name} {action.option_strings[-1]}")
+        return out
+
+    assert bare(importlib.import_module(module).build_parser(), module) == []
+
+
+def test_help_shows_defaults_once() -> None:
+    from benchmark.fidelity.defaults import build_parser
+
+    text = build_parser().format_help()
+    assert "KID subsets averaged (default: 100)" in text
+    assert "--seed SEED" in text and "(default: 0)" in text  # a zero default is shown too
+    assert "(default 0.9) (default" not in text and "default: None" not in text

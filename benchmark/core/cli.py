@@ -58,3 +58,45 @@ def heavy_modules_loaded() -> list[str]:
     the fast paths)."""
     return [m for m in ("torch", "torchvision", "torchxrayvision", "transformers", "diffusers", "accelerate")
             if m in sys.modules]
+
+
+#: help of the flags several stages share (a stage's own text wins)
+COMMON_HELP: dict[str, str] = {
+    "--extra-info": "free text in the rows' key (a checkpoint, a setting), so runs of one model stay apart",
+    "--image-root": "folder the split's relative image paths are under (default: the split's sidecar, else its "
+                    "folder)",
+    "--results-dir": "results folder (default: $RESULTS_DIR, else results/)",
+    "--batch-size": "images per forward pass",
+    "--num-workers": "worker processes reading images",
+    "--seed": "seed of every random draw (samples, resamples, splits), so a rerun gives the same figures",
+    "--device": "auto (a GPU when present), cpu, cuda, cuda:1, ...",
+    "--bootstrap": "bootstrap resamples of the intervals",
+    "--n-resamples": "bootstrap resamples of the intervals",
+    "--prompt-template": "prompt made from the labels where the CSV has none ({view}, {findings})",
+    "--fractions": "train,val,test shares of the patients' images",
+}
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless its text already names one or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text.lower() or action.default is None
+                or action.default is False or action.default == "" or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def describe(parser: argparse.ArgumentParser, helps: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """Give every option of ``parser`` (and of its sub-commands) help text (``helps``, then :data:`COMMON_HELP`)
+    and a help layout that shows its default; returns ``parser``."""
+    texts = {**COMMON_HELP, **(helps or {})}
+    parser.formatter_class = DefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                describe(sub, helps)
+        elif action.option_strings and not action.help:
+            action.help = texts.get(action.option_strings[-1])
+    return parser

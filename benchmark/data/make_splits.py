@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
+from benchmark.core.cli import describe
 from benchmark.data import DataError, read_csv_strings, read_split_csv, split_summary, write_split_csv
 from benchmark.data.leakage import check_dataset_name
 from benchmark.data.splits.chexgenbench import UNMENTIONED_POLICIES, build_chexgenbench_split
@@ -51,6 +52,22 @@ def _common_options(parser: argparse.ArgumentParser, out_required: bool = True) 
     parser.add_argument("--class-label-rule", choices=CLASS_LABEL_RULES, default="first",
                         help="class_label for class-conditional models: first positive class in the given order, "
                              "or only when exactly one class is positive")
+
+
+HELP = {  # the flags whose text is not written where they are added
+    "--seed": "seed of the patient-level split",
+    "--csv": "the labelled CSV (chexgenbench: CheXGenBench's prompts CSV with path, chexpert_labels, prompts)",
+    "--image-col": "column of the image paths",
+    "--patient-col": "column of the patient ids (splits are by patient)",
+    "--prompt-col": "column of the prompts (default: made from the labels with --prompt-template)",
+    "--view-col": "column of the view (PA, AP, ...)",
+    "--uncertain": "uncertain labels (-1): ignore (unknown), zeros or ones",
+    "--filter-value": "the value --filter-col must equal",
+    "--out-dir": "folder for the phantom images and their split",
+    "--n-patients": "phantom patients",
+    "--images-per-patient": "images per phantom patient",
+    "--size": "image side in px",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--patient-offset", type=int, default=0,
                       help="first patient number; populations with disjoint ranges share no patient")
     demo.add_argument("--fractions", default="0.7,0.1,0.2")
-    return parser
+    return describe(parser, HELP)
 
 
 #: the sidecar's ``case_mix`` for a PadChest split built without --keep-other

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from benchmark.core.cli import add_set_arguments
+from benchmark.core.cli import add_set_arguments, describe
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.subgroups import DEFAULT_AGE_CUTS, age_cuts, subgroup_variables
 from benchmark.data.synthetic import read_synthetic_set
@@ -37,6 +37,18 @@ PROTOCOLS = ("ours", CHEXGENBENCH)
 def _env_int(name: str, default: int | None) -> int | None:
     value = os.environ.get(name, "")
     return int(value) if value.strip() else default
+
+
+HELP = {  # the flags whose text is not written where they are added
+    "--features": "feature space of FID, KID, PRDC, detectability: torchxrayvision DenseNet-121, Inception, RAD-DINO",
+    "--kid-subset-size": "images per KID subset",
+    "--kid-subsets": "KID subsets averaged",
+    "--no-memorisation": "skip the memorisation check (each synthetic image's nearest training images)",
+    "--memorisation-quantile": "quantile of the real-vs-real nearest distances under which a synthetic image counts "
+                               "as a copy",
+    "--no-diversity": "skip MS-SSIM diversity",
+    "--images-per-prompt": "images per prompt in the same-prompt diversity pairs",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diversity-pairs", type=int, default=DEFAULT_PAIRS, help="random pairs per set")
     p.add_argument("--diversity-prompts", type=int, default=DEFAULT_PROMPTS, help="prompts for same-prompt pairs")
     p.add_argument("--images-per-prompt", type=int, default=DEFAULT_PER_PROMPT)
-    return p
+    return describe(p, HELP)
 
 
 def precheck(args: argparse.Namespace) -> None:

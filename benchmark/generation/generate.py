@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from benchmark import __version__
+from benchmark.core.cli import describe
 from benchmark.core.provenance import environment_lock, git_commit, package_versions, utc_timestamp
 from benchmark.data import (
     OPTIONAL_COLUMNS,
@@ -563,6 +564,19 @@ def write_index(out: str | Path, manifest_updates: dict[str, Any] | None = None)
     return done
 
 
+HELP = {  # the flags whose text is not written where they are added
+    "--revision": "hub revision (branch, tag or commit) of --model",
+    "--max-prompts": "only the first N prompt rows",
+    "--images-per-prompt": "images generated per prompt row (one seed each)",
+    "--steps": "denoising steps",
+    "--height": "image height in px (default: the pipeline's)",
+    "--width": "image width in px (default: the pipeline's)",
+    "--batch-size": "images per pipeline call",
+    "--dtype": "precision of the weights and the compute (fp16 / bf16 on a GPU)",
+    "--seed": "base of the per-image seeds (each image's seed is in plan.csv)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     parser = argparse.ArgumentParser(prog="generate.sh", description=__doc__.splitlines()[0])
@@ -605,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes to generate with, one per GPU, through accelerate launch (read by "
                              "generate.sh; NUM_PROCESSES; default 1)")
     add_generator_training_arguments(parser)
-    return parser
+    return describe(parser, HELP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

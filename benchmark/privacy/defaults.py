@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmark.core.cli import add_set_arguments
+from benchmark.core.cli import add_set_arguments, describe
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.synthetic import read_synthetic_set
 
@@ -20,6 +20,14 @@ DEFAULT_N_FEATURES = 128
 DEFAULT_IMAGE_SIZE = 224
 #: re-identification designs: CheXGenBench's prompt-matched one, the nearest-neighbour screen, or matched when it can
 DESIGNS = ("auto", "matched", "screen")
+
+
+HELP = {  # the flags whose text is not written where they are added
+    "--reid-epochs": "epochs of re-identification training (--reid-train)",
+    "--reid-lr": "learning rate of re-identification training (--reid-train)",
+    "--reid-batch-size": "batch of re-identification training (--reid-train)",
+    "--no-per-class": "overall rows only",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    return p
+    return describe(p, HELP)
 
 
 def check_asked(args: argparse.Namespace) -> None:

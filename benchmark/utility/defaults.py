@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from benchmark.core.cli import add_set_arguments
+from benchmark.core.cli import add_set_arguments, describe
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.splits.common import parse_class_list
 from benchmark.data.subgroups import DEFAULT_AGE_CUTS, age_cuts, subgroup_variables
@@ -20,6 +20,16 @@ from benchmark.utility.test_labels import add_test_labels_argument
 
 STAGES = ("pretrained", "retrained", "all")
 DEFAULT_STAGE = "pretrained"  # for a real split and synthetic set; the demo runs everything when none is given
+
+
+HELP = {  # the flags whose text is not written where they are added
+    "--threshold": "where sensitivity and specificity are read: the classifier's own operating point, or Youden's J "
+                   "on the real val split",
+    "--real-split": "split of real images scored beside the synthetic ones",
+    "--epochs": "training epochs per unit (retrained stage)",
+    "--lr": "peak learning rate (AdamW, one-cycle schedule)",
+    "--weight-decay": "AdamW weight decay",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo-dir", default=env.get("DEMO_DIR", "demo"),
                         help="where the demo writes its data when nothing else is configured")
     add_retrained_arguments(parser)
-    return parser
+    return describe(parser, HELP)
 
 
 def precheck(args: argparse.Namespace) -> None:
