@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from benchmark.core.cli import describe
 from benchmark.data import DataError, ImageProblem, read_split_csv, scan_images
 
 
@@ -29,11 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("csv", nargs="?", default=os.environ.get("REAL_CSV"), help="split CSV (or $REAL_CSV)")
     parser.add_argument("--image-root", default=os.environ.get("IMAGE_ROOT"),
                         help="folder that relative image paths start from (default: the CSV's folder)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("NUM_WORKERS", "4")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("NUM_WORKERS", "4")),
+                        help="processes decoding images ($NUM_WORKERS)")
     parser.add_argument("--max-image-pixels", type=int, default=None,
                         help="largest image (width x height) to decode; default Pillow's guard, about 179 million "
                              "pixels (a bigger file is reported, not decoded)")
-    args = parser.parse_args(argv)
+    args = describe(parser).parse_args(argv)
     if args.max_image_pixels is not None:
         from PIL import Image
 

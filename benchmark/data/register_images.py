@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import __version__
+from benchmark.core.cli import describe
 from benchmark.core.provenance import environment_lock, git_commit, package_versions, utc_timestamp
 from benchmark.data import DataError, atomic_write_text, image_files_under, read_csv_strings, scan_images
 from benchmark.data.check_data import format_report
@@ -278,12 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "to its row (by path, else by a prompt only one row has)")
     parser.add_argument("--image-root", default=os.environ.get("IMAGE_ROOT"), help="image root of --split")
     parser.add_argument("--classes", default=os.environ.get("CLASSES"), help="class names (and order)")
-    parser.add_argument("--model-name", default=os.environ.get("MODEL_NAME"))
-    parser.add_argument("--link", choices=("copy", "hardlink"), default="copy")
+    parser.add_argument("--model-name", default=os.environ.get("MODEL_NAME"),
+                        help="the generator's name, recorded in the manifest (the stages' default model_name)")
+    parser.add_argument("--link", choices=("copy", "hardlink"), default="copy",
+                        help="copy the images into the set, or hard-link them (same disk, no extra space)")
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="leave out (and list) files that are not images the loader decodes, instead of stopping")
     add_generator_training_arguments(parser)
-    args = parser.parse_args(argv)
+    args = describe(parser).parse_args(argv)
     if not args.out:
         parser.error("give --out (or SYNTHETIC_DIR)")
     try:
