@@ -241,6 +241,24 @@ def test_copied_training_images_are_re_identified_far_above_the_held_out_chance_
     assert int(overall["reid_n_synthetic"]) == 42 and int(overall["reid_n_real"]) > 0
 
 
+def test_the_leaderboard_shows_the_re_identified_share_with_its_interval_beside_chance(trained,
+                                                                                     tmp_path: Path) -> None:
+    from benchmark.report import build_report
+
+    overall = trained["rows"].set_index("class").loc["overall"]
+    report = build_report(trained["results"], tmp_path / "report")
+    board = report.leaderboard.set_index("model")
+    model = overall["model_name"]
+    for column, source in (("re-identified share", "reid_share_above"),
+                           ("re-identified share, chance", "real_reid_share_above")):
+        assert board.loc[model, column] == pytest.approx(float(overall[source]))
+        assert board.loc[model, f"{column} ci_low"] == pytest.approx(float(overall[f"{source}_ci_low"]))
+        assert board.loc[model, f"{column} ci_high"] == pytest.approx(float(overall[f"{source}_ci_high"]))
+    markdown = report.markdown.read_text().split("## Leaderboard", 1)[1]
+    assert (f"{float(overall['reid_share_above']):.3f} [{float(overall['reid_share_above_ci_low']):.3f}, "
+            f"{float(overall['reid_share_above_ci_high']):.3f}]") in markdown
+
+
 def test_copies_made_from_train_rows_are_re_identified_against_their_source_far_above_the_within_set_null(
         trained) -> None:
     # CheXGenBench's prompt-matched design: the 12 copies name their source row, the 30 new phantoms none

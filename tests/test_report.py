@@ -39,12 +39,19 @@ def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(frame[column], errors="coerce")
 
 
-def _leaderboard_rows(markdown: str) -> dict[str, list[str]]:
-    """The Markdown leaderboard as {first cell: cells}, with the header under the key ``header``."""
+def _leaderboard_rows(markdown: str) -> dict[str, dict[str, str]]:
+    """The Markdown leaderboard's tables merged as {model: {column: cell}} (glossary tables left out)."""
     block = markdown.split("## Leaderboard", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in block.splitlines() if line.startswith("|") and not line.startswith("|---")]
-    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
-    return {"header": cells[0], **{row[0]: row for row in cells[1:]}}
+    rows: dict[str, dict[str, str]] = {}
+    for table in re.findall(r"((?:^\|.*\n)+)", block + "\n", flags=re.M):
+        lines = [line for line in table.splitlines() if not line.startswith("|---")]
+        cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+        if cells[0][0] == "column":
+            continue
+        model = cells[0].index("model")
+        for row in cells[1:]:
+            rows.setdefault(row[model], {}).update(zip(cells[0], row, strict=True))
+    return rows
 
 
 def _copy_results(source: Path, target: Path, tables: tuple[str, ...], skip_runs: tuple[str, ...] = ()) -> Path:
@@ -62,16 +69,85 @@ def _copy_results(source: Path, target: Path, tables: tuple[str, ...], skip_runs
 # ------------------------------------------------------------------------------------------ from the demo
 
 
-def test_demo_report_has_every_section_present_in_markdown_and_html(demo_report) -> None:
+def test_demo_report_has_every_section_in_markdown_and_html_and_only_privacy_is_not_run(demo_report) -> None:
+    # the demo runs every stage but the privacy stage (./scripts/run_all.sh's demo config runs that one too)
     markdown = demo_report.markdown.read_text()
     page = demo_report.html.read_text()
     assert demo_report.markdown.name == "report.md" and demo_report.html.name == "report.html"
-    assert [(s.id, s.title, s.status) for s in demo_report.sections] == [(i, t, "present") for i, t in SECTIONS]
-    assert all(s.missing == [] for s in demo_report.sections), [s.missing for s in demo_report.sections]
+    expected = [(i, t, "missing" if i == "privacy" else "present") for i, t in SECTIONS]
+    assert [(s.id, s.title, s.status) for s in demo_report.sections] == expected
+    assert all(s.missing == [] for s in demo_report.sections if s.id != "privacy"), \
+        [s.missing for s in demo_report.sections]
     headings = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
     assert headings == [title for _, title in SECTIONS]
-    assert re.findall(r'<section id="([^"]+)" class="present"><h2>([^<]+)</h2>', page) == list(SECTIONS)
-    assert "Not run yet" not in markdown and "Missing:" not in markdown
+    assert re.findall(r'<section id="([^"]+)" class="present"><h2>([^<]+)</h2>', page) == \
+        [s for s in SECTIONS if s[0] != "privacy"]
+    assert "privacy_metrics.sh" in markdown.split("## Privacy", 1)[1]  # the command that writes the missing table
+
+
+def test_the_contents_list_every_section_in_order_with_those_not_run_marked(demo_report) -> None:
+    page = demo_report.html.read_text()
+    contents = page.split("<h2>Contents</h2><ol>", 1)[1].split("</ol>", 1)[0]
+    assert re.findall(r'<li><a href="#([^"]+)"[^>]*>([^<]+)</a>', contents) == list(SECTIONS)
+    assert '<a href="#privacy" class="missing">' in contents and contents.count("(not run)") == 1
+    markdown = demo_report.markdown.read_text()
+    assert [f"{k}. [{title}](#{sid})" for k, (sid, title) in enumerate(SECTIONS, 1) if sid != "privacy"] == [
+        line for line in markdown.splitlines() if re.match(r"\d\. \[", line) and "(not run)" not in line]
+
+
+def test_image_grids_are_folded_on_the_page_and_all_shown_on_their_own_page(demo_report) -> None:
+    page = demo_report.html.read_text()
+    grids = [f for s in demo_report.sections for b in s.blocks if getattr(b, "collapse", False) for f in [b]]
+    assert len(grids) == len([f for f in demo_report.figures if f.name.startswith("samples")]) > 0
+    folded = page.split('<details class="grids">', 1)[1].split("</details>", 1)[0]
+    assert folded.count("<img ") == len(grids) and 'href="samples.html"' in folded
+    assert page.count('<details class="grids">') == 1  # one fold for the section, not one per grid
+    full = demo_report.grids_page.read_text()
+    assert demo_report.grids_page.name == "samples.html" and full.count("data:image/png;base64,") == len(grids)
+    assert "details.grids > :not(summary){display:none}" in page  # and folded away in print
+
+
+def test_every_table_is_exported_as_csv_and_booktabs_latex_with_the_cells_shown(demo_report) -> None:
+    tables = [(s, b) for s in demo_report.sections for b in s.blocks if type(b).__name__ == "Table"]
+    assert len(demo_report.tables) == 2 * len(tables) > 0
+    out = demo_report.markdown.parent
+    for section, table in tables:
+        assert table.export.startswith(f"tables/{section.id}-")
+        frame = pd.read_csv(out / f"{table.export}.csv", dtype=str, keep_default_na=False)
+        assert list(frame.columns) == table.columns and frame.values.tolist() == table.rows
+        latex = (out / f"{table.export}.tex").read_text()
+        assert "\\toprule" in latex and "\\midrule" in latex and "\\bottomrule" in latex
+        assert latex.count("\\\\\n") >= len(table.rows) + 1  # a header line and one line per row
+    assert "[CSV](tables/leaderboard-1.csv)" in demo_report.markdown.read_text()
+
+
+def test_the_page_prints_on_a4_landscape_with_tables_that_wrap_to_the_page(demo_report) -> None:
+    page = demo_report.html.read_text()
+    assert "@page{size:A4 landscape" in page and "@media print{" in page
+    assert "white-space:nowrap" not in page and "overflow-x:auto" not in page  # no sideways scrolling tables
+
+
+def test_report_sh_pdf_prints_the_report_with_chromium_to_a_supplements_length(demo_results, tmp_path: Path,
+                                                                             capsys) -> None:
+    from benchmark.report.pdf import find_chromium, pdf_page_count
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium on this machine: the PDF print is checked where one is installed")
+    assert main(["--results-dir", str(demo_results.results_dir), "--out", str(tmp_path / "out"), "--pdf"]) == 0
+    pdf = tmp_path / "out" / "report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    # the demo's report printed to 16 A4 landscape pages here (29 before the print stylesheet and folded grids)
+    assert 5 <= pdf_page_count(pdf) <= 24
+    assert f"report: {pdf} ({pdf_page_count(pdf)} pages, A4 landscape)" in capsys.readouterr().out
+
+
+def test_without_chromium_pdf_stops_with_how_to_get_it_and_the_report_stays(tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-such-browser"))
+    (tmp_path / "results").mkdir()
+    assert main(["--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--pdf"]) == 2
+    assert "apt install chromium" in capsys.readouterr().err
+    assert (tmp_path / "out" / "report.html").is_file() and not (tmp_path / "out" / "report.pdf").exists()
 
 
 def test_every_figure_of_the_markdown_is_a_png_on_disk_one_per_expected_plot(demo_report, demo_results) -> None:
@@ -114,33 +190,79 @@ def test_html_is_one_static_file_embedding_every_figure_as_png_data(demo_report)
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
     assert "<script" not in page.lower()
-    assert not re.search(r'(src|href)="(?!data:|#)', page)  # no file or network reference: everything inline
+    assert not re.search(r'src="(?!data:)', page)  # no file or network reference: every image inline
+    assert set(re.findall(r'href="(?!#)([^"]+)"', page)) <= {"samples.html", *(
+        f"{t.export}.{ext}" for s in demo_report.sections for t in s.blocks if type(t).__name__ == "Table"
+        for ext in ("csv", "tex"))}  # links only to the files written beside the page
     assert "default-src 'none'" in page  # and the page forbids itself any request
 
 
-def test_leaderboard_lists_the_demo_models_with_the_values_of_the_csvs(demo_report, demo_results) -> None:
+def test_leaderboard_lists_the_demo_models_with_the_values_of_the_csvs_and_their_intervals(demo_report,
+                                                                                          demo_results) -> None:
     results = demo_results.results_dir
     pretrained = read_results("utility_pretrained", results)
     quality = read_results("image_quality_metrics", results)
     rows = _leaderboard_rows(demo_report.markdown.read_text())
-    header = rows["header"]
+    board = demo_report.leaderboard.set_index("model")
     assert set(DEMO_MODELS) <= set(rows)
     for model in DEMO_MODELS:
         synthetic = pretrained[(pretrained["model_name"] == model) & (pretrained["image_source"] == "synthetic")]
-        auroc = _numbers(synthetic, "auroc").mean()
-        assert rows[model][header.index("pretrained AUROC")] == f"{auroc:.3f}"
-        assert demo_report.leaderboard.set_index("model").loc[model, "pretrained AUROC"] == pytest.approx(auroc)
+        auroc, low, high = (_numbers(synthetic, c).mean() for c in ("auroc", "auroc_ci_low", "auroc_ci_high"))
+        assert rows[model]["pretrained AUROC"] == f"{auroc:.3f} [{low:.3f}, {high:.3f}]"
+        assert board.loc[model, "pretrained AUROC"] == pytest.approx(auroc)
+        assert board.loc[model, "pretrained AUROC ci_low"] == pytest.approx(low)
         found = int((_numbers(synthetic, "auroc_p_above_chance_holm") < 0.05).sum())  # Holm over the classes
-        assert rows[model][header.index("classes with label signal")] == f"{found}/{len(synthetic)}"
+        assert rows[model]["label signal"] == f"{found}/{len(synthetic)}"
         assert found == (len(synthetic) if model == "demo-faithful" else 0)
-        overall = quality[(quality["model_name"] == model) & (quality["class"] == "overall")]
-        assert rows[model][header.index("FID")] == f"{float(overall['fid'].iloc[0]):.2f}"
-        assert rows[model][header.index("coverage")] == f"{float(overall['coverage'].iloc[0]):.3f}"
+        overall = quality[(quality["model_name"] == model) & (quality["class"] == "overall")].iloc[0]
+        assert rows[model]["FID"] == (f"{float(overall['fid']):.2f} [{float(overall['fid_ci_low']):.2f}, "
+                                      f"{float(overall['fid_ci_high']):.2f}]")
+        assert rows[model]["coverage"].startswith(f"{float(overall['coverage']):.3f} [")
+        assert rows[model]["memorised share"].startswith(f"{float(overall['memorised_share']):.3f} [")
+        for column, cell in rows[model].items():  # every figure carries its interval
+            if column not in ("rank", "model", "label signal", "pre-specified setting") and cell != "–":
+                assert re.fullmatch(r"[+-]?[\d.]+ \[[+-]?[\d.]+, [+-]?[\d.]+\]", cell), (column, cell)
     real = pretrained[pretrained["image_source"] == "real"].drop_duplicates("class")
-    assert rows["real test images (reference)"][header.index("pretrained AUROC")] == \
-        f"{_numbers(real, 'auroc').mean():.3f}"
-    shown = [float(rows[m][header.index("pretrained AUROC")]) for m in rows if m in DEMO_MODELS]
-    assert shown == sorted(shown, reverse=True)  # best model first
+    reference = rows["real test images (reference)"]["pretrained AUROC"]
+    assert reference.startswith(f"{_numbers(real, 'auroc').mean():.3f} [")
+
+
+def test_leaderboard_ranks_by_the_readme_rule_label_signal_first_then_realism(demo_report) -> None:
+    board = demo_report.leaderboard.dropna(subset=["rank"]).set_index("model")
+    assert list(board.index[:3]) == ["demo-faithful", "demo-label-blind", "demo-untrained-ddpm"]
+    assert board.loc["demo-label-blind", "FID"] < board.loc["demo-untrained-ddpm", "FID"]  # realism decides the rest
+    rows = _leaderboard_rows(demo_report.markdown.read_text())
+    assert [rows[m]["rank"] for m in DEMO_MODELS] == ["1", "2", "3"]
+
+
+def test_a_model_without_label_signal_never_ranks_above_one_with_it_whatever_its_auroc(demo_results,
+                                                                                     tmp_path: Path) -> None:
+    # a pure-noise model whose mean AUROC happens to be the highest point value: no class passes the test
+    results = _copy_results(demo_results.results_dir, tmp_path / "results", TABLES)
+    frame = pd.read_csv(results / "utility_pretrained.csv", dtype=str, keep_default_na=False)
+    blind = (frame["model_name"] == "demo-label-blind") & (frame["image_source"] == "synthetic")
+    frame.loc[blind, "auroc"] = "0.99"
+    frame.loc[blind, "auroc_p_above_chance_holm"] = "0.2"
+    frame.to_csv(results / "utility_pretrained.csv", index=False)
+    board = build_report(results, tmp_path / "out").leaderboard.dropna(subset=["rank"]).set_index("model")
+    assert board.loc["demo-label-blind", "pretrained AUROC"] > board.loc["demo-faithful", "pretrained AUROC"]
+    assert board.loc["demo-faithful", "rank"] == 1 and board.loc["demo-label-blind", "rank"] == 2
+
+
+def test_pretrained_utility_per_class_puts_every_model_beside_the_real_images(demo_report, demo_results) -> None:
+    pretrained = read_results("utility_pretrained", demo_results.results_dir)
+    section = demo_report.markdown.read_text().split("## Pretrained-classifier utility", 1)[1]
+    table = section.split("Pretrained AUROC per class, every model side by side", 1)[1].split("\n\n", 2)[1]
+    lines = [[c.strip() for c in line.strip("|").split(" | ")] for line in table.splitlines()
+             if not line.startswith("|---")]
+    assert lines[0] == ["class", "real test images", *DEMO_MODELS]
+    for line in lines[1:]:
+        for model, cell in zip(DEMO_MODELS, line[2:], strict=True):
+            row = pretrained[(pretrained["model_name"] == model) & (pretrained["image_source"] == "synthetic")
+                             & (pretrained["class"] == line[0])].iloc[0]
+            assert cell.startswith(f"{float(row['auroc']):.3f} [{float(row['auroc_ci_low']):.3f}, "
+                                   f"{float(row['auroc_ci_high']):.3f}] ({row['n_positive']}/{row['n']})")
+            assert cell.endswith("✓") == (float(row["auroc_p_above_chance_holm"]) < 0.05)
 
 
 def test_image_quality_shows_detectability_with_its_interval_and_one_plain_line_per_model(demo_report,
@@ -167,10 +289,9 @@ def test_retrained_leaderboard_cell_is_the_pre_specified_settings_change_not_the
     baseline = means["baseline"].iloc[0]
     first = next(spec for spec in per_setting.index if spec != baseline)  # the sweep's order, not the maximum
     rows = _leaderboard_rows(demo_report.markdown.read_text())
-    header = rows["header"]
-    assert rows["demo-faithful"][header.index("retrained Δ AUROC vs real (pre-specified setting)")] == \
-        f"{per_setting[first]:+.3f}"
-    assert rows["demo-faithful"][header.index("pre-specified setting")] == first
+    assert rows["demo-faithful"]["retrained Δ AUROC vs real (pre-specified setting)"].startswith(
+        f"{per_setting[first]:+.3f} [")
+    assert rows["demo-faithful"]["pre-specified setting"] == first
     table = demo_report.markdown.read_text().split("## Retrained-classifier utility", 1)[1]
     baseline = means["baseline"].iloc[0]
     assert f"| {baseline} (baseline) |" in table  # the RoentGen-shaped table marks the real baseline

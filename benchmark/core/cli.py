@@ -40,7 +40,7 @@ def staged_main(build_parser: Callable[[], argparse.ArgumentParser], run: str, *
     ``run`` returned when it is an int, else 0."""
     from benchmark.core.errors import exit_status
 
-    args = build_parser().parse_args(argv)
+    args = parse_stage_args(build_parser(), argv)
     if precheck is not None:
         status = exit_status(lambda: precheck(args))
         if status:
@@ -51,6 +51,21 @@ def staged_main(build_parser: Callable[[], argparse.ArgumentParser], run: str, *
     status = exit_status(lambda: returned.append(work(args)))
     code = returned[0] if returned else None
     return status or (code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def parse_stage_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``; for a stage with ``--preset`` (:func:`benchmark.core.presets.add_preset_argument`)
+    the chosen preset's values are the defaults, and a run on real data prints what the preset sets and a rough
+    time estimate (stderr) before anything else happens."""
+    stage = getattr(parser, "preset_stage", None)
+    if stage is None:
+        return parser.parse_args(argv)
+    from benchmark.core.presets import parse_with_preset, preset_line
+
+    args = parse_with_preset(parser, stage, argv)
+    if getattr(args, "real", None):
+        print(preset_line(stage, args), file=sys.stderr, flush=True)
+    return args
 
 
 def heavy_modules_loaded() -> list[str]:

@@ -244,9 +244,9 @@ class ImageCache:
                             f"but {self.folder} has {_bytes(free)} free; free some space, or point $SYNTHCXR_CACHE "
                             "(or --image-cache) at a larger disk")
         per_shard = max(1, SHARD_BYTES // self.image_bytes)
-        from tqdm.auto import tqdm
+        from benchmark.core.progress import progress as progress_display
 
-        bar = tqdm(total=len(todo), desc=f"decoding {what}", unit="img", disable=not progress, leave=False)
+        bar = progress_display(len(todo), f"image cache: decoding {what}", "img", enabled=progress)
         for start in range(0, len(todo), per_shard):
             chunk = todo[start:start + per_shard]
             keys = [image_key(p) for p in chunk]

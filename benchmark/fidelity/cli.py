@@ -47,7 +47,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.core.cli import parse_stage_args
 from benchmark.core.errors import exit_status
+from benchmark.core.progress import progress as progress_display
+from benchmark.core.progress import track
 from benchmark.core.provenance import new_run_id
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.data import DataError, SplitTable, load_image, read_split_csv, undersized_note
@@ -338,10 +341,8 @@ def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityO
 
 def _radiomics(ref_paths: list[Path], syn_paths: list[Path], progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Raw radiomics features of the real and synthetic images (:mod:`benchmark.fidelity.frd`), each image once."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(ref_paths) + len(syn_paths), desc="radiomics (FRD)", unit="img",
-              disable=not progress) as bar:
+    with progress_display(len(ref_paths) + len(syn_paths), "image quality: radiomics (FRD)", "img",
+                          enabled=progress) as bar:
         real, _ = radiomics_features(ref_paths, progress=bar.update)
         synthetic, _ = radiomics_features(syn_paths, progress=bar.update)
     return real, synthetic
@@ -450,7 +451,8 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
     ref_strata = label_strata(reference.frame, shared, real.source)
     syn_strata = label_strata(synthetic.frame, shared, str(synthetic.root / "synthetic.csv"))
     rows = []
-    for plan in plans:
+    for plan in track(plans, "image quality: figures and intervals per class / subgroup", "set",
+                      enabled=options.progress):
         row = dict(base, **{"class": plan.name, "n_real_available": plan.n_real_available,
                             "n_synthetic_available": plan.n_synthetic_available})
         if plan.subgroup_by:
@@ -581,12 +583,13 @@ def run(args: argparse.Namespace) -> Path | None:
         write_report(report.memorisation, folder, report.synthetic_paths, report.train_paths, report.train_patients,
                      load=_grid_image)
     rows = [{"model_name": model_name, "extra_info": args.extra_info or "", "feature_extractor": extractor.name,
-             "protocol": options.protocol, **row, **generator.columns(), "feature_note": extractor_warning,
+             "protocol": options.protocol, "preset": getattr(args, "preset", None) or "", **row,
+             **generator.columns(), "feature_note": extractor_warning,
              "report_dir": str(folder),
              "notes": "; ".join([*report.notes, *filter(None, [row.get("notes")])])}
             for row in report.rows]
     config = {"options": asdict(options), "real": str(args.real), "synthetic": str(args.synthetic),
-              "features": extractor.describe(), "classes": real.classes}
+              "features": extractor.describe(), "classes": real.classes, "preset": getattr(args, "preset", None) or ""}
     path = write_run_rows(TABLE, rows, folder, results_dir=args.results_dir, config=config, run_id=run_id)
     shown = ("class", "n_real", "n_synthetic", "fid", "fid_floor", "fd_inf", "kid_mean", "precision", "recall",
              "density", "coverage", "detect_auroc", "memorised_share")
@@ -605,7 +608,7 @@ def run(args: argparse.Namespace) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_stage_args(build_parser(), argv)
     return exit_status(lambda: run(args))
 
 

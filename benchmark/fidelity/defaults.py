@@ -11,6 +11,7 @@ import argparse
 import os
 
 from benchmark.core.cli import add_set_arguments, describe
+from benchmark.core.presets import add_preset_argument
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.subgroups import DEFAULT_AGE_CUTS, age_cuts, subgroup_variables
 from benchmark.data.synthetic import read_synthetic_set
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="FID, KID, precision/recall/density/coverage, detectability, diversity "
                                             "and memorisation of a synthetic set against real images.")
     add_set_arguments(p, "comma-separated classes (default: the split's)")
+    add_preset_argument(p, "image_quality")
     p.add_argument("--features", choices=[e for e in EXTRACTORS if e != "pixels"], default="xrv")
     p.add_argument("--weights", default=None, help="xrv weights key or checkpoint folder; RAD-DINO id or folder; "
                    "Inception weights file")

@@ -491,10 +491,9 @@ class FeatureResult:
 
 
 def _embed_missing(paths: list[Path], extractor: FeatureExtractor, batch_size: int, num_workers: int,
-                   on_features: Callable[[list[int], np.ndarray], None], progress: str | None) -> None:
+                   on_features: Callable[[list[int], np.ndarray], None], bar: Any) -> None:
     loader = DataLoader(_Prepared(paths, extractor.prepare), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate)
-    done = 0
     for batch, indices, errors in loader:
         if batch is None:
             bad = next(i for i, e in zip(indices, errors, strict=True) if e)
@@ -505,9 +504,7 @@ def _embed_missing(paths: list[Path], extractor: FeatureExtractor, batch_size: i
         with torch.no_grad():
             out = extractor.embed(batch.to(extractor.device))
         on_features(indices, out.detach().float().cpu().numpy())
-        done += len(indices)
-        if progress and (done % (batch_size * 50) < batch_size or done == len(paths)):
-            print(f"{progress}: {done}/{len(paths)} images", file=sys.stderr, flush=True)
+        bar.update(len(indices))
 
 
 def extract_features(
@@ -518,7 +515,7 @@ def extract_features(
     use_cache: bool = True,
     batch_size: int = 32,
     num_workers: int = 0,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> FeatureResult:
     """Features of every image in ``paths``, float32 ``(N, extractor.dim)``, in order.
 
@@ -526,9 +523,12 @@ def extract_features(
     files once); new ones are written back every :data:`FLUSH_EVERY` images and when extraction stops, so an
     interrupted run keeps what it did. Under ``accelerate launch`` every process takes its share of the paths and
     the results are gathered, so every process returns the full pooled set. A missing, empty or undecodable
-    image raises :class:`ImageLoadError` naming the file.
+    image raises :class:`ImageLoadError` naming the file. ``progress`` (true, or the loop's name) shows the images
+    still to compute on a :func:`benchmark.core.progress.progress` display (a bar, or one line in a log).
     """
     from accelerate.utils import gather_object
+
+    from benchmark.core.progress import progress as progress_display
 
     paths = [Path(p) for p in paths]
     state = process_state()
@@ -560,9 +560,14 @@ def extract_features(
         if len(pending_keys) >= FLUSH_EVERY:
             flush()
 
-    label = f"features {extractor.name} (process {state.process_index})" if progress else None
+    label = progress if isinstance(progress, str) and progress else f"features {extractor.name}"
+    if state.num_processes > 1:
+        label += f" (process {state.process_index})"
+    label += f", {len(found)} from cache" if found else ""
     try:
-        _embed_missing([first_path[k] for k in todo_keys], extractor, batch_size, num_workers, on_features, label)
+        with progress_display(len(todo_keys), label, "img", enabled=bool(progress) and len(todo_keys) > 0) as bar:
+            _embed_missing([first_path[k] for k in todo_keys], extractor, batch_size, num_workers, on_features,
+                           bar)
     finally:
         flush()
     lookup = {**found, **computed}

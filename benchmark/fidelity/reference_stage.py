@@ -108,6 +108,7 @@ def run_reference(args: argparse.Namespace) -> Path | None:
                                "reference_sha256": reference.sha256,
                                "real_split": reference.header.get("real_split", ""),
                                "synthetic_dir": str(synthetic.root), "seed": options.seed,
+                               "preset": getattr(args, "preset", None) or "",
                                "n_synthetic_available": len(chosen), "features_cached": extracted.n_cached,
                                "features_computed": extracted.n_computed, "feature_note": extractor_warning,
                                "report_dir": str(folder)}

@@ -289,8 +289,8 @@ def _generate(config: GenerationConfig) -> Path:
     import torch
     import transformers
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
+    from benchmark.core.progress import progress as progress_display
     from benchmark.fidelity.features import release_process_group_at_exit
     from benchmark.generation.pipelines import (
         CLASS_CONDITIONAL,
@@ -371,8 +371,8 @@ def _generate(config: GenerationConfig) -> Path:
     state.wait_for_everyone()
     with state.split_between_processes(list(enumerate(batches))) as my_batches:
         my_images = sum(len(b) for _, b in my_batches)
-        bar = tqdm(total=my_images, unit="img", disable=not state.is_main_process,
-                   desc=f"generating (process 0 of {state.num_processes}, {len(plan)} images in all)")
+        bar = progress_display(my_images, f"generating (process 0 of {state.num_processes}, {len(plan)} images "
+                               "in all)", "img", enabled=state.is_main_process)
         part_path = out / PARTS_DIR / f"rank-{state.process_index:05d}.jsonl"
         with part_path.open("a") as part:
             for batch_index, positions in my_batches:

@@ -101,9 +101,11 @@ def make_densenet(n_outputs: int, init: str | None = None) -> torch.nn.Module:
     return model
 
 
-def load_tensors(paths: Sequence[str | Path], size: int, num_workers: int = 0) -> torch.Tensor:
-    """All images as one float32 tensor ``(N, 1, size, size)`` in [-1024, 1024] (range-checked)."""
-    arrays = score_images(lambda batch: batch.flatten(1), paths, size, batch_size=64, num_workers=num_workers)
+def load_tensors(paths: Sequence[str | Path], size: int, num_workers: int = 0, progress: str = "") -> torch.Tensor:
+    """All images as one float32 tensor ``(N, 1, size, size)`` in [-1024, 1024] (range-checked); ``progress``
+    names the loop on a progress display (none when empty)."""
+    arrays = score_images(lambda batch: batch.flatten(1), paths, size, batch_size=64, num_workers=num_workers,
+                          progress=progress)
     return torch.from_numpy(arrays).reshape(len(paths), 1, size, size)
 
 
@@ -209,8 +211,8 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
                       description: str) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
-    from tqdm.auto import tqdm
 
+    from benchmark.core.progress import progress as progress_display
     from benchmark.fidelity.features import release_process_group_at_exit
 
     gpu = torch.cuda.is_available()
@@ -257,9 +259,9 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
         dataset.epoch = epoch  # each image's augmentation seed; workers (re)start with it every epoch
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"{description} epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-                   disable=not (progress and accelerator.is_main_process))
-        for images, labels in bar:
+        bar = progress_display(len(loader), f"{description} epoch {epoch}/{config.epochs}", "batch",
+                               enabled=progress and accelerator.is_main_process, leave=False)
+        for images, labels in loader:
             with accelerator.autocast():
                 loss = masked_bce(model(images.contiguous(memory_format=memory_format)), labels, pos_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -268,7 +270,9 @@ def _train_classifier(train_images, train_labels, val_images, val_labels, config
             scheduler.step()
             total += float(loss.detach()) * len(images)
             count += len(images)
+            bar.update(1)
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        bar.close()
         model.eval()
         _sync_buffers(accelerator.unwrap_model(model), accelerator)
         val_probabilities = predict_probabilities(accelerator.unwrap_model(model), val_x, accelerator.device,

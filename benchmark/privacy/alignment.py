@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.core.progress import track
 from benchmark.core.stats import bootstrap_indices
 from benchmark.data import DataError
 from benchmark.fidelity.distances import resolve_device
@@ -92,10 +93,12 @@ def _features(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed_images(aligner: AlignmentModel, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-    """Unit-norm image embeddings ``(N, D)`` float32 of greyscale ``(H, W)`` images in [0, 1]."""
+def embed_images(aligner: AlignmentModel, images: Sequence[np.ndarray], batch_size: int = 32,
+                 progress: str = "") -> np.ndarray:
+    """Unit-norm image embeddings ``(N, D)`` float32 of greyscale ``(H, W)`` images in [0, 1]; ``progress`` names
+    the loop on a progress display (none when empty)."""
     out = []
-    for i in range(0, len(images), batch_size):
+    for i in track(range(0, len(images), batch_size), progress, "batch", enabled=bool(progress) and len(images) > 0):
         if aligner.biovil is not None:
             out.append(aligner.biovil.image_embeddings(images[i:i + batch_size]).cpu())
             continue
@@ -108,10 +111,12 @@ def embed_images(aligner: AlignmentModel, images: Sequence[np.ndarray], batch_si
 
 
 @torch.no_grad()
-def embed_texts(aligner: AlignmentModel, prompts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-norm text embeddings ``(N, D)`` float32 (prompts truncated to the tokenizer's maximum length)."""
+def embed_texts(aligner: AlignmentModel, prompts: Sequence[str], batch_size: int = 64,
+                progress: str = "") -> np.ndarray:
+    """Unit-norm text embeddings ``(N, D)`` float32 (prompts truncated to the tokenizer's maximum length);
+    ``progress`` names the loop on a progress display (none when empty)."""
     out = []
-    for i in range(0, len(prompts), batch_size):
+    for i in track(range(0, len(prompts), batch_size), progress, "batch", enabled=bool(progress) and len(prompts) > 0):
         if aligner.biovil is not None:
             out.append(aligner.biovil.text_embeddings(list(prompts[i:i + batch_size])).cpu())
             continue

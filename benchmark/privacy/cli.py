@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark.core.cli import parse_stage_args
 from benchmark.core.errors import exit_status
+from benchmark.core.progress import track
 from benchmark.core.provenance import new_run_id
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.data import DataError, SplitTable, label_matrix, load_image, read_split_csv
@@ -215,8 +217,9 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
                                 "patient_id); CheXGenBench's prompt-matched design needs a set generated from the "
                                 "train split (generate.sh --split train)")
         load = {"size": options.image_size, "num_workers": options.num_workers}
-        train_x = load_tensors(train.image_paths(), **load)
-        val_x = load_tensors(val.image_paths(), **load) if len(val.frame) else torch.zeros(0, 1, 1, 1)
+        train_x = load_tensors(train.image_paths(), **load, progress="privacy: loading train images")
+        val_x = (load_tensors(val.image_paths(), **load, progress="privacy: loading val images") if len(val.frame)
+                 else torch.zeros(0, 1, 1, 1))
         if options.train is not None:
             if _patients_with_pairs(train) == 0:
                 raise DataError(f"{real.source}: no train patient has two or more images; a re-identification "
@@ -229,17 +232,23 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
             reid_model, report.train_history = trained.model, trained.history
         assert reid_model is not None
         emb = {"batch_size": options.batch_size, "device": options.device}
-        e_syn = privacy.embed_images(reid_model, load_tensors(synthetic.image_paths(), **load), **emb)
-        e_train = privacy.embed_images(reid_model, train_x, **emb)
-        e_val = privacy.embed_images(reid_model, val_x, **emb) if len(val.frame) else np.zeros((0, e_train.shape[1]),
-                                                                                                np.float32)
-        e_test = privacy.embed_images(reid_model, load_tensors(test.image_paths(), **load), **emb)
+        e_syn = privacy.embed_images(reid_model, load_tensors(synthetic.image_paths(), **load,
+                                                              progress="privacy: loading synthetic images"),
+                                     **emb, progress="privacy: re-id embedding synthetic images")
+        e_train = privacy.embed_images(reid_model, train_x, **emb, progress="privacy: re-id embedding train images")
+        e_val = (privacy.embed_images(reid_model, val_x, **emb, progress="privacy: re-id embedding val images")
+                 if len(val.frame) else np.zeros((0, e_train.shape[1]), np.float32))
+        e_test = privacy.embed_images(reid_model, load_tensors(test.image_paths(), **load,
+                                                               progress="privacy: loading test images"),
+                                      **emb, progress="privacy: re-id embedding test images")
         train_patients, val_patients = train.frame["patient_id"].tolist(), val.frame["patient_id"].tolist()
         report.screen_paths, report.screen_patients = train.image_paths(), train_patients
         e_screen = e_train
         if generator_references is not None:
             report.screen_paths, report.screen_patients = list(generator_references[0]), list(generator_references[1])
-            e_screen = privacy.embed_images(reid_model, load_tensors(report.screen_paths, **load), **emb)
+            e_screen = privacy.embed_images(
+                reid_model, load_tensors(report.screen_paths, **load, progress="privacy: loading generator images"),
+                **emb, progress="privacy: re-id embedding the generator's training images")
             report.notes.append(f"screen searched the generator's own {len(report.screen_paths)} training images")
         result = reid_check(reid_model, e_syn, e_screen, report.screen_patients, e_val, val_patients, e_test,
                             fmr=options.fmr, seed=options.seed, device=options.device,
@@ -281,14 +290,18 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, options: PrivacyOptions,
                                            thresholds=matched_thresholds, **boot))
             report.privacy_rows.append(row)
     if aligner is not None:
-        syn_images = [square_float(load_image(p)) for p in synthetic.image_paths()]
-        real_images = [square_float(load_image(p)) for p in test.image_paths()]
-        s_own, s_shuf = align.alignment_scores(align.embed_images(aligner, syn_images, options.batch_size),
-                                               align.embed_texts(aligner, synthetic.frame["prompt"].tolist()),
-                                               seed=options.seed)
-        r_own, r_shuf = align.alignment_scores(align.embed_images(aligner, real_images, options.batch_size),
-                                               align.embed_texts(aligner, test.frame["prompt"].tolist()),
-                                               seed=options.seed)
+        syn_images = [square_float(load_image(p)) for p in track(synthetic.image_paths(),
+                                                                 "alignment: loading synthetic images", "img")]
+        real_images = [square_float(load_image(p)) for p in track(test.image_paths(), "alignment: loading test images",
+                                                                  "img")]
+        s_own, s_shuf = align.alignment_scores(
+            align.embed_images(aligner, syn_images, options.batch_size, progress="alignment: synthetic images"),
+            align.embed_texts(aligner, synthetic.frame["prompt"].tolist(), progress="alignment: synthetic prompts"),
+            seed=options.seed)
+        r_own, r_shuf = align.alignment_scores(
+            align.embed_images(aligner, real_images, options.batch_size, progress="alignment: test images"),
+            align.embed_texts(aligner, test.frame["prompt"].tolist(), progress="alignment: test prompts"),
+            seed=options.seed)
         report.alignment_frame = pd.DataFrame({"source": ["synthetic"] * len(s_own) + ["real"] * len(r_own),
                                                "image_path": [*map(str, synthetic.image_paths()),
                                                               *map(str, test.image_paths())],
@@ -394,9 +407,11 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     written: dict[str, Path] = {}
     base = {"model_name": model_name, "extra_info": args.extra_info or "", "real_csv": real.source,
             "real_dataset": real.dataset, "synthetic_dir": str(synthetic.root), "seed": args.seed,
-            "n_resamples": args.bootstrap, "report_dir": str(folder), **generator.columns()}
+            "n_resamples": args.bootstrap, "preset": getattr(args, "preset", None) or "", "report_dir": str(folder),
+            **generator.columns()}
     config = {"options": asdict(options), "real": str(args.real), "synthetic": str(args.synthetic),
-              "reid_model": args.reid_model, "alignment_model": args.alignment_model}
+              "reid_model": args.reid_model, "alignment_model": args.alignment_model,
+              "preset": getattr(args, "preset", None) or ""}
     if report.reid is not None:
         assert report.reid_model is not None
         reid_name = str(Path(args.reid_model).resolve()) if args.reid_model else \
@@ -456,7 +471,7 @@ def _fmt(value: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_stage_args(build_parser(), argv)
     return exit_status(lambda: run(args))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from benchmark.core.cli import add_set_arguments, describe
+from benchmark.core.presets import add_preset_argument
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.synthetic import read_synthetic_set
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "NAME (alignment rows only).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_set_arguments(p, "comma-separated classes (default: the split's)")
+    add_preset_argument(p, "privacy")
     p.add_argument("--reid-model", default=None, help="re-id checkpoint: CheXGenBench's Siamese ResNet-50 state dict "
                    "(or one saved by --reid-train)")
     p.add_argument("--reid-train", action="store_true", help="train the re-id model on the split's train patients")

@@ -295,11 +295,18 @@ def _key_differences(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[
 
 @torch.no_grad()
 def embed_images(model: SiameseReID, images: torch.Tensor, *, batch_size: int = 64,
-                 device: str | torch.device | None = "auto") -> np.ndarray:
-    """Embeddings ``(N, F)`` float32 of images ``(N, 1, S, S)`` in [-1024, 1024] (model in eval mode)."""
+                 device: str | torch.device | None = "auto", progress: str = "") -> np.ndarray:
+    """Embeddings ``(N, F)`` float32 of images ``(N, 1, S, S)`` in [-1024, 1024] (model in eval mode);
+    ``progress`` names the loop on a progress display (none when empty)."""
+    from benchmark.core.progress import progress as progress_display
+
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    out = [model.embed(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)]
+    out = []
+    with progress_display(len(images), progress, "img", enabled=bool(progress) and len(images) > 0) as bar:
+        for i in range(0, len(images), batch_size):
+            out.append(model.embed(images[i:i + batch_size].to(dev)).float().cpu())
+            bar.update(len(out[-1]))
     return torch.cat(out).numpy() if out else np.zeros((0, model.n_features), np.float32)
 
 

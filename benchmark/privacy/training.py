@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.core.progress import track
 from benchmark.fidelity.distances import resolve_device
 from benchmark.models.training import cpu_thread_count
 from benchmark.privacy.reid import (
@@ -72,7 +73,7 @@ def train_reid(train_images: torch.Tensor, train_patients: Sequence[Any], val_im
         loss_fn = nn.BCEWithLogitsLoss()
         history: list[dict[str, float]] = []
         best_state, best_auc, best_epoch, stale = None, -math.inf, 0, 0
-        for epoch in range(config.epochs):
+        for epoch in track(range(config.epochs), "privacy: training the re-id model", "epoch"):
             i, j, same = verification_pairs(train_patients, max_positive_per_patient=config.max_positive_per_patient,
                                             negatives_per_positive=1, min_negatives=0, seed=config.seed * 1000 + epoch)
             order = np.random.default_rng([config.seed, epoch]).permutation(len(i))

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="where the report goes (default: <results-dir>/report)")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"sample images per class and model (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--pdf", action="store_true",
+                        help="also print report.html to report.pdf with headless Chromium ($CHROMIUM, else chromium "
+                        "on the PATH): A4 landscape, for a paper's supplement")
     return parser
 
 
@@ -41,7 +44,19 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
         print(f"error: {exc}", file=sys.stderr)
         return 2
     echo(f"report: {result.html} (one static page), {result.markdown} and {len(result.figures)} figure(s) in "
-         f"{result.markdown.parent / 'figures'} ({result.seconds:.1f} s)")
+         f"{result.markdown.parent / 'figures'} ({result.seconds:.1f} s); every table as CSV and LaTeX in "
+         f"{result.markdown.parent / 'tables'}" + (f"; image grids in full: {result.grids_page}"
+                                                  if result.grids_page else ""))
+    if args.pdf:
+        from benchmark.core.errors import DataError
+        from benchmark.report.pdf import pdf_page_count, print_pdf
+
+        try:
+            pdf = print_pdf(result.html, result.html.with_suffix(".pdf"))
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        echo(f"report: {pdf} ({pdf_page_count(pdf)} pages, A4 landscape)")
     for section in result.sections:
         detail = f"; {len(section.missing)} item(s) missing" if section.missing and section.status != "missing" else ""
         echo(f"  {section.title:<32} {section.status}{detail}")

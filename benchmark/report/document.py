@@ -20,6 +20,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    export: str = ""  # set by the renderer: ``tables/<name>`` (``.csv`` and ``.tex`` beside the report)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Figure:
 
     path: Path
     caption: str
+    collapse: bool = False  # an image grid: folded away on the page (and in print), shown in full in samples.html
 
 
 @dataclass
@@ -88,6 +90,8 @@ class ReportResult:
     sections: list[Section]
     leaderboard: pd.DataFrame
     seconds: float = 0.0
+    tables: list[Path] = field(default_factory=list)  # every table as CSV and LaTeX under tables/
+    grids_page: Path | None = None  # every image grid in full (samples.html), when there is one
 
     def section(self, section_id: str) -> Section:
         return next(s for s in self.sections if s.id == section_id)

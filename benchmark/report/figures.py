@@ -105,9 +105,9 @@ def _grouped_bars(axis: Any, groups: Sequence[str], series: Sequence[tuple[str, 
             err = np.vstack([np.clip(values[ok] - lows[ok], 0, None), np.clip(highs[ok] - values[ok], 0, None)])
             axis.errorbar(offset[ok], values[ok], yerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
         for xi in offset[~np.isfinite(values)]:
-            axis.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+            axis.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=10, rotation=90)
     axis.set_xticks(x)
-    axis.set_xticklabels(groups, fontsize=7, rotation=15 if len(groups) > 3 else 0)
+    axis.set_xticklabels(groups, fontsize=9, rotation=15 if len(groups) > 3 else 0)
 
 
 # ------------------------------------------------------------------------------------------ pretrained stage
@@ -129,7 +129,7 @@ def _auroc_bars(view: _Pretrained, classifier: str, figures: _Figures) -> Figure
     axis.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     axis.set(ylim=(0, 1.05), ylabel="AUROC (95% CI)", title=f"Pretrained classifier {classifier}: AUROC per class")
     axis.title.set_fontsize(9)
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axis.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     path = figures.save(figure, f"pretrained_auroc_{classifier}")
     return Figure(path, f"AUROC per class with 95% CI bars: real test images and each model's synthetic images "
@@ -193,8 +193,8 @@ def _roc_figures(section: Section, view: _Pretrained, results: Path, figures: _F
                 continue
             axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
             axis.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
-            axis.set_title(f"{name}\n{classifier}", fontsize=8)
-            axis.legend(loc="lower right", fontsize=6)
+            axis.set_title(f"{name}\n{classifier}", fontsize=10)
+            axis.legend(loc="lower right", fontsize=10)
             figure.tight_layout()
             path = figures.save(figure, f"roc_{classifier}_{name}")
             section.add(Figure(path, f"ROC curves of {name}: real test images and each model's synthetic images "
@@ -237,20 +237,21 @@ def _data_size_curves(f: _Frame, mine: pd.Series, label: str, figures: _Figures)
                 axis.errorbar(x[band], y[band], yerr=err, fmt="none", ecolor=colour[setting], elinewidth=0.8,
                               capsize=2)
         axis.axhline(0.5, color="grey", linestyle=":", linewidth=0.8)
-        axis.set_title(name, fontsize=8)
-        axis.set_xlabel("synthetic training images", fontsize=7)
-        axis.set_ylabel("AUROC (mean over seeds, 95% CI)", fontsize=7)
-        axis.tick_params(labelsize=7)
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("synthetic training images", fontsize=9)
+        axis.set_ylabel("AUROC (mean over seeds, 95% CI)", fontsize=9)
+        axis.tick_params(labelsize=8)
         axis.set_ylim(0, 1.02)
     for j in range(len(names), nrows * ncols):
         axes[j // ncols][j % ncols].axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper right", fontsize=7)
+    figure.legend(handles, labels, loc="upper right", fontsize=9)
     figure.suptitle(f"Retrained classifiers, {label}: AUROC against the number of synthetic images", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1 - 1.6 / (3.2 * ncols + 1.6), 0.95))
     path = figures.save(figure, f"retrained_data_size_{label}")
     return Figure(path, f"Data-size curves of {label}: test AUROC (mean over seeds, 95% CI band) against the number "
-                        "of synthetic training images, one line per setting; dashed: real images only")
+                        "of synthetic training images, one line per setting (a setting trained at one size only is "
+                        "a single point with its interval bar); dashed: real images only")
 
 
 # ------------------------------------------------------------------------------------------ image quality
@@ -280,17 +281,17 @@ def _quality_bars(f: _Frame, extractor: str, figures: _Figures) -> Figure:
                 highs.append(f.num(f"{metric}_ci_high").iloc[i] if i is not None else np.nan)
             series.append((_label(model, extra), values, lows, highs))
         _grouped_bars(axis, classes, series)
-        axis.set_title(title, fontsize=8)
-        axis.tick_params(labelsize=7)
+        axis.set_title(title, fontsize=10)
+        axis.tick_params(labelsize=8)
         if metric != "fid":
             axis.set_ylim(0, 1.05)
         else:
             positive = [v for _, values, _, _ in series for v in values if _finite(v) and v > 0]
             if positive and max(positive) > 30 * min(positive):
                 axis.set_yscale("log")
-                axis.set_title(f"{title}, log scale", fontsize=8)
+                axis.set_title(f"{title}, log scale", fontsize=10)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
+    figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9)
     figure.suptitle(f"Image quality ({extractor} features), per model and class", fontsize=9)
     figure.tight_layout(rect=(0, 0.07, 1, 0.96))
     path = figures.save(figure, f"image_quality_{extractor}")
@@ -383,14 +384,14 @@ def _samples_section(section: Section, view: _Pretrained | None, results: Path, 
         axis.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         axis.set_xticks([])
         axis.set_yticks([r * (THUMBNAIL + 4) + THUMBNAIL / 2 + 2 for r in range(len(sources))])
-        axis.set_yticklabels([f"{label} ({n})" for (label, _), n in zip(sources, counts, strict=True)], fontsize=7)
-        axis.set_title(f"{name}: positive images", fontsize=8)
+        axis.set_yticklabels([f"{label} ({n})" for (label, _), n in zip(sources, counts, strict=True)], fontsize=9)
+        axis.set_title(f"{name}: positive images", fontsize=10)
         for spine in axis.spines.values():
             spine.set_visible(False)
         figure.tight_layout()
         path = figures.save(figure, f"samples_{name}")
         section.add(Figure(path, f"Sample images of {name}: real test images (top row) beside each model's synthetic "
-                                 "images (number shown per row in brackets)"))
+                                 "images (number shown per row in brackets)", collapse=True))
     if unreadable:
         shown = ", ".join(f"`{p}`" for p in unreadable[:5])
         section.lack(f"{len(unreadable)} sample image(s) could not be read (grey tiles): {shown}"

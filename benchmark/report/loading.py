@@ -25,6 +25,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("image-quality", "Image quality"),
     ("samples", "Sample images"),
     ("memorisation", "Memorisation"),
+    ("privacy", "Privacy: patient re-identification"),
 )
 #: what writes each table, quoted when a stage is missing.
 STAGE_COMMANDS: dict[str, str] = {

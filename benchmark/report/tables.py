@@ -1,21 +1,15 @@
-"""The report's tables: the leaderboard (one row per model with the headline figure of each stage that ran) and the
+"""The report's tables (the leaderboard is in :mod:`benchmark.report.leaderboard`): the
 table sections of the pretrained, retrained, image-quality, memorisation, re-identification and alignment stages,
 every cell as display text; a stage that has not run is shown as missing with the command that writes it."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from benchmark.core.stats import SIGNAL_ALPHA
 from benchmark.report.document import Figure, Section, Table
 from benchmark.report.figures import _auroc_bars, _data_size_curves, _Figures, _quality_bars, _roc_figures
 from benchmark.report.loading import (
     MISSING,
-    REAL,
     STAGE_COMMANDS,
     _count,
     _finite,
@@ -37,7 +31,6 @@ PRETRAINED_METRICS: tuple[str, ...] = ("auroc", "sens_at_spec", "recall", "speci
 #: the columns of the RoentGen-shaped table; mirrors ``benchmark.utility.retrained.TABLE_METRICS`` (not imported:
 #: that module loads torch, which the report does not need).
 RETRAINED_METRICS: tuple[str, ...] = ("auroc", "sens_at_spec", "recall", "specificity", "accuracy", "precision")
-PRIMARY_DELTA = "retrained Δ AUROC vs real (pre-specified setting)"
 
 
 # ------------------------------------------------------------------------------------------ pretrained stage
@@ -281,8 +274,8 @@ def _memorisation_section(section: Section, frame: _Frame, results: Path, figure
 def _privacy_tables(section: Section, frame: _Frame, results: Path, figures: _Figures) -> None:
     """Re-identification rows beside memorisation (a note with the command when the stage has not run)."""
     if len(frame) == 0:
-        section.note(f"Patient re-identification has no rows yet: `{STAGE_COMMANDS['privacy_metrics']}` writes "
-                     "`privacy_metrics.csv`.")
+        section.not_run(f"Patient re-identification has no rows yet: `{STAGE_COMMANDS['privacy_metrics']}` writes "
+                        "`privacy_metrics.csv`.")
         return
     f = frame
     section.note("Patient re-identification. *Screen*: a Siamese same-patient model scores every synthetic image "
@@ -385,128 +378,3 @@ def _subgroup_table(section: Section, frame: _Frame) -> None:
                      ci("fnr"), f.text("gap_reference").iloc[i] or "(reference)", ci("fnr_gap"), ci("auroc_gap"),
                      f.text("subgroup_note").iloc[i]])
     section.add(Table(columns, rows))
-
-
-# -------------------------------------------------------------------------------------------- leaderboard
-
-
-def _leaderboard(section: Section, pretrained: _Pretrained | None, retrained: _Frame, quality: _Frame,
-                 results: Path) -> pd.DataFrame:
-    """Leaderboard rows (numbers) and its section; models ordered by pretrained AUROC, else FID, else name."""
-    keys: list[tuple[str, str]] = []
-    for frame in (pretrained.frame if pretrained else None, retrained, quality):
-        if frame is not None and len(frame):
-            keys += list(zip(frame.text("model_name"), frame.text("extra_info"), strict=True))
-    keys = list(dict.fromkeys(keys))
-    if not keys:
-        section.not_run(f"No results yet in `{results}`: every stage is missing. With nothing configured, "
-                        "`./scripts/utility_metrics.sh` runs the built-in demo and writes them.")
-        return pd.DataFrame(columns=["model"])
-    numbers: dict[tuple[str, str], dict[str, float | str]] = {k: {} for k in keys}
-    real_row: dict[str, float | str] = {}
-    captions: list[str] = []
-    text_columns: set[str] = set()
-    sort_columns: list[tuple[str, bool]] = []
-
-    if pretrained is not None:
-        f = pretrained.frame
-        many = len(pretrained.classifiers) > 1
-        for classifier in pretrained.classifiers:
-            suffix = f" [{classifier}]" if many else ""
-            auroc_col, chance_col = f"pretrained AUROC{suffix}", f"classes with label signal{suffix}"
-            gap_col = f"real − synthetic AUROC{suffix}"
-            mine = f.text("classifier") == classifier
-            real = mine & (f.text("image_source") == REAL)
-            real_auroc = f.num("auroc")[real].groupby(f.text("class")[real]).first()
-            real_row[auroc_col] = float(real_auroc.mean()) if len(real_auroc) else math.nan
-            for key in keys:
-                rows = mine & (f.text("image_source") != REAL) & (f.text("model_name") == key[0]) \
-                    & (f.text("extra_info") == key[1])
-                if not rows.any():
-                    continue
-                auroc = f.num("auroc")[rows]
-                numbers[key][auroc_col] = float(auroc.mean()) if auroc.notna().any() else math.nan
-                holm = f.num("auroc_p_above_chance_holm")[rows]
-                numbers[key][chance_col] = (f"{int((holm < SIGNAL_ALPHA).sum())}/{int(auroc.notna().sum())}"
-                                            if holm.notna().any() else "not recorded")
-                gap = f.num("auroc_diff_real_minus_synthetic")[rows]
-                numbers[key][gap_col] = float(gap.mean()) if gap.notna().any() else math.nan
-            text_columns.add(chance_col)
-            sort_columns.append((auroc_col, False))
-            captions.append(f"*{auroc_col}*: classifier `{classifier}`, the synthetic images' AUROC averaged over "
-                            f"the evaluable classes (the real row: the real test images); *{chance_col}*: classes "
-                            "the classifier finds above chance (one-sided Brunner-Munzel test of AUROC > 0.5, "
-                            f"Holm-adjusted over the classes, family-wise alpha {SIGNAL_ALPHA}).")
-    if len(retrained):
-        f = retrained
-        means = f.text("seed") == "mean"
-        for key in keys:
-            rows = means & (f.text("model_name") == key[0]) & (f.text("extra_info") == key[1])
-            if not rows.any():
-                continue
-            specs = f.text("setting_spec")[rows].where(f.text("setting_spec")[rows] != "", f.text("setting")[rows])
-            baseline = next((b for b in f.text("baseline")[rows] if b), "")
-            compared = [spec for spec in dict.fromkeys(specs) if spec != baseline
-                        and f.num("auroc_diff_vs_real")[rows][specs == spec].notna().any()]
-            synthetic_only = rows & (f.text("setting") == "synthetic")
-            if synthetic_only.any():
-                auroc = f.num("auroc")[synthetic_only].groupby(f.num("n_synthetic")[synthetic_only]).mean()
-                numbers[key]["retrained AUROC, synthetic only"] = float(auroc.iloc[-1])
-            if compared:  # the first setting of the sweep, fixed before the results: no maximum over settings
-                first = compared[0]
-                numbers[key][PRIMARY_DELTA] = float(f.num("auroc_diff_vs_real")[rows][specs == first].mean())
-                numbers[key]["pre-specified setting"] = str(first)
-        text_columns.add("pre-specified setting")
-        if any("pre-specified setting" in numbers[k] or "retrained AUROC, synthetic only" in numbers[k] for k in keys):
-            captions.append(f"*retrained AUROC, synthetic only*: DenseNet-121 trained on synthetic images alone "
-                            "(the largest size), tested on real images, mean over seeds and classes; "
-                            f"*{PRIMARY_DELTA}*: the mean change against the real-only baseline of the *first* "
-                            "setting the sweep lists "
-                            "after it (fixed before the results; the largest change over settings would be biased "
-                            "upward, the winner's curse). Every setting, with its interval, is in the retrained "
-                            "section.")
-    if len(quality):
-        f = quality
-        overall = f.text("class") == "overall"
-        extractors = list(dict.fromkeys(f.text("feature_extractor")[overall]))
-        many = len(extractors) > 1
-        for extractor in extractors:
-            suffix = f" [{extractor}]" if many else ""
-            for key in keys:
-                rows = f.frame.index[overall & (f.text("feature_extractor") == extractor)
-                                     & (f.text("model_name") == key[0]) & (f.text("extra_info") == key[1])]
-                if not len(rows):
-                    continue
-                i = rows[0]
-                for metric, column in (("fid", "FID"), ("precision", "precision"), ("recall", "recall"),
-                                       ("coverage", "coverage"), ("memorised_share", "memorised share")):
-                    numbers[key][f"{column}{suffix}"] = float(f.num(metric).iloc[i])
-            sort_columns.append((f"FID{suffix}", True))
-            captions.append(f"*FID*, *precision*, *recall*, *coverage*, *memorised share*: overall rows, "
-                            f"`{extractor}` features.")
-
-    table = pd.DataFrame([{"model": _label(*k), **numbers[k]} for k in keys])
-    columns = ["model", *dict.fromkeys(c for k in keys for c in numbers[k])]
-    columns += [c for c in real_row if c not in columns]
-    table = table.reindex(columns=columns)
-    by = [c for c, _ in sort_columns if c in table]
-    if by:
-        table = table.sort_values(by, ascending=[asc for c, asc in sort_columns if c in table], na_position="last",
-                                  kind="stable").reset_index(drop=True)
-    if real_row:
-        reference = pd.DataFrame([{"model": "real test images (reference)", **real_row}]).reindex(columns=columns)
-        table = pd.concat([reference, table], ignore_index=True)
-
-    def cell(column: str, value: Any) -> str:
-        if column == "model" or column in text_columns:
-            return MISSING if not isinstance(value, str) or not value else value
-        sign = "Δ" in column or "−" in column
-        return _fmt(value, 2 if column.startswith("FID") else 3, sign=sign)
-
-    rows = [[cell(c, row[c]) for c in columns] for _, row in table.iterrows()]
-    section.note("One row per model: the headline figure of each stage that ran (details in the sections below). "
-                 "Ordered by pretrained AUROC when that stage ran, else by FID.")
-    section.add(Table(columns, rows))
-    for caption in captions:
-        section.note(caption)
-    return table

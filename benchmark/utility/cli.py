@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from benchmark.core.cli import parse_stage_args
 from benchmark.core.stats import SIGNAL_ALPHA
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.leakage import LeakageError
@@ -48,7 +49,8 @@ def _config(args: argparse.Namespace, classifier: str) -> PretrainedConfig:
                             n_resamples=args.n_resamples, seed=args.seed, batch_size=args.batch_size,
                             num_workers=args.num_workers, allow_leakage=args.allow_leakage, real_split=args.real_split,
                             allow_generator_overlap=args.allow_generator_overlap, test_labels=args.test_labels,
-                            by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands))
+                            by=subgroup_variables(args.by), age_cuts=age_cuts(args.age_bands),
+                            preset=getattr(args, "preset", None) or "")
 
 
 
@@ -60,6 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from benchmark.demo.run import build_demo
 
     started = time.perf_counter()
+    args.preset = "demo"  # the demo's own small settings, whatever --preset says
     print(f"No real split or synthetic set given: running the built-in demo in {args.demo_dir}/ "
           "(phantom data, three demo generators, a classifier trained on a disjoint phantom population).")
     demo = build_demo(args.demo_dir)
@@ -92,7 +95,9 @@ def run_demo_image_quality(args: argparse.Namespace, demo) -> None:
             flags += ["--extra-info", args.extra_info]
         if args.results_dir:
             flags += ["--results-dir", str(args.results_dir)]
-        image_quality_metrics.run(image_quality_metrics.build_parser().parse_args(flags))
+        parsed = image_quality_metrics.build_parser().parse_args(flags)
+        parsed.preset = "demo"
+        image_quality_metrics.run(parsed)
 
 
 def run_demo_pretrained(args: argparse.Namespace, demo, real, started: float) -> int:
@@ -102,7 +107,7 @@ def run_demo_pretrained(args: argparse.Namespace, demo, real, started: float) ->
     for name in DEMO_ORDER:
         outcome = run_pretrained_stage(real, demo.synthetic[name], config, model_name=name,
                                        extra_info=args.extra_info, results_dir=args.results_dir,
-                                       classifier=demo.classifier)
+                                       classifier=demo.classifier, use_cache=not args.no_cache)
         print(f"\n== {name} (run {outcome.run_id}) ==\n{format_table(outcome.table)}")
         summary[name] = demo_summary(outcome.table, demo, real, name, config)
     real_rows = outcome.table[outcome.table["image_source"] == "real"]
@@ -161,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         args.stage = args.stage or DEFAULT_STAGE
         if args.stage in ("pretrained", "all"):
             outcome = run_pretrained_stage(real, synthetic, _config(args, args.classifier), model_name=model_name,
-                                           extra_info=args.extra_info, results_dir=args.results_dir)
+                                           extra_info=args.extra_info, results_dir=args.results_dir,
+                                           use_cache=not args.no_cache)
             print(format_table(outcome.table))
             print(f"\nrun {outcome.run_id}: predictions and ROC curves in {outcome.run_folder}")
         if args.stage in ("retrained", "all"):
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run(build_parser().parse_args(argv))
+    return run(parse_stage_args(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from benchmark.core.cli import add_set_arguments, describe
+from benchmark.core.presets import add_preset_argument
 from benchmark.data import DataError, read_split_csv
 from benchmark.data.splits.common import parse_class_list
 from benchmark.data.subgroups import DEFAULT_AGE_CUTS, age_cuts, subgroup_variables
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "synthetic sets (pretrained and retrained classifiers); nothing given: the "
                                      "built-in demo.")
     add_set_arguments(parser, "classes to evaluate (default: the split's)")
+    add_preset_argument(parser, "utility")
     parser.add_argument("--classifier", default=env.get("CLASSIFIER", "densenet121-res224-all"),
                         help="xrv weights key (all, nih, pc, chex, mimic_nb, mimic_ch, rsna) or a checkpoint folder")
     parser.add_argument("--xrv-cache-dir", help="torchxrayvision weights cache (default: xrv's own)")
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cut points of --by age-band in years (default 40,60,80: <40, 40-59, 60-79, 80+)")
     parser.add_argument("--allow-leakage", action="store_true",
                         help="run even when the classifier was trained on the split's dataset (recorded in every row)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="pretrained stage: neither read nor write the cache of classifier outputs (by image "
+                        "content, weights and preprocessing, under <results>/cache/features)")
     parser.add_argument("--batch-size", type=int, default=int(env.get("BATCH_SIZE", "32")))
     parser.add_argument("--num-workers", type=int, default=int(env.get("NUM_WORKERS", "2")))
     parser.add_argument("--seed", type=int, default=int(env.get("SEED", "0")))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.core.results import cache_dir as default_cache_root
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.core.stats import (
     SIGNAL_ALPHA,
@@ -56,7 +58,7 @@ from benchmark.data.leakage import LeakageDecision, check_leakage
 from benchmark.data.subgroups import DEFAULT_AGE_CUTS, subgroup_values, synthetic_subgroups
 from benchmark.data.synthetic import SyntheticSet
 from benchmark.models.classifiers import Classifier, declared_training_data, load_classifier
-from benchmark.models.scoring import score_images
+from benchmark.models.scoring import cached_predictions, score_images
 from benchmark.utility.label_mapping import ClassMapping, class_scores, map_classes
 from benchmark.utility.subgroups import subgroup_table
 from benchmark.utility.test_labels import keyed_extra_info, test_label_mask
@@ -85,6 +87,7 @@ class PretrainedConfig:
     test_labels: str = "all"  # "physician": only test rows whose labels a physician read (split column label_source)
     by: tuple[str, ...] = ()  # subgroup variables (sex, age-band, view): rows in utility_pretrained_subgroups
     age_cuts: tuple[int, ...] = DEFAULT_AGE_CUTS
+    preset: str = ""  # what ran (benchmark.core.presets): quick, paper, ...+custom; written in every row
 
 
 def youden_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -350,8 +353,14 @@ def run_pretrained_stage(
     results_dir: str | Path | None = None,
     run_id: str | None = None,
     classifier: Classifier | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
 ) -> PretrainedOutcome:
-    """Guard, score, evaluate and write one model's pretrained-classifier utility (SPEC §4 rows + run files)."""
+    """Guard, score, evaluate and write one model's pretrained-classifier utility (SPEC §4 rows + run files).
+
+    The classifier's outputs are kept in the feature cache (``cache_dir``, default ``<results>/cache/features``)
+    by image content, weights and preprocessing: the real test images are scored once for every model compared.
+    """
     from benchmark.core.provenance import new_run_id
 
     check_writable(TABLE, results_dir)  # a full disk or a corrupt results CSV stops here, not after the scoring
@@ -396,12 +405,15 @@ def run_pretrained_stage(
     def forward(batch):
         return classifier.predict(batch)
 
-    probabilities = {
-        "real": score_images(forward, test.image_paths(), classifier.input_size, config.batch_size,
-                             config.num_workers),
-        "synthetic": score_images(forward, synthetic.image_paths(), classifier.input_size, config.batch_size,
-                                  config.num_workers),
-    }
+    store = cache_dir if cache_dir is not None else default_cache_root("features", results_dir)
+    probabilities = {}
+    for source, paths in (("real", test.image_paths()), ("synthetic", synthetic.image_paths())):
+        scored = cached_predictions(classifier, paths, batch_size=config.batch_size, num_workers=config.num_workers,
+                                    cache_dir=store, use_cache=use_cache,
+                                    progress=f"pretrained: scoring {source} images")
+        probabilities[source] = scored.features
+        print(f"pretrained {model_name} / {source} images: {len(paths)} ({scored.n_computed} scored, "
+              f"{scored.n_cached} from cache)", file=sys.stderr, flush=True)
     labels = {"real": test.labels(), "synthetic": synthetic_labels}
     scores = {source: _class_score_matrix(p, mappings, classifier.outputs) for source, p in probabilities.items()}
     thresholds, threshold_source, validation = _thresholds(real, classifier, mappings, config, forward)
@@ -423,6 +435,7 @@ def run_pretrained_stage(
     table["case_mix"] = real.meta.get("case_mix", "")
     if str(real.meta.get("case_mix", "")).startswith("enriched"):
         table["case_mix_note"] = CASE_MIX_NOTE
+    table["preset"] = config.preset
     table["n_resamples"] = config.n_resamples
     table["bootstrap_seed"] = config.seed
     table["synthetic_dir"] = str(synthetic.root)
@@ -504,7 +517,7 @@ def _thresholds(real: SplitTable, classifier: Classifier, mappings: Sequence[Cla
     if len(val.frame) == 0:
         raise ValueError("--threshold val-youden needs real validation images (split == 'val') in the split CSV")
     probabilities = score_images(forward, val.image_paths(), classifier.input_size, config.batch_size,
-                                 config.num_workers)
+                                 config.num_workers, progress="pretrained: scoring real validation images")
     scores = _class_score_matrix(probabilities, mappings, classifier.outputs)
     labels = val.labels()
     patients = val.frame["patient_id"].to_numpy()

@@ -297,6 +297,29 @@ def auroc_ci(y_true: np.ndarray, y_score: np.ndarray, confidence: float = 0.95,
     return auc, low, high
 
 
+def class_mean_interval(estimates: Sequence[float] | np.ndarray, lows: Sequence[float] | np.ndarray,
+                        highs: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """Mean over classes of per-class figures, with a conservative interval from their intervals.
+
+    Args:
+        estimates, lows, highs: shape (K,), each class's estimate and its two-sided interval (e.g. from
+            :func:`auroc_ci`, all at one level); classes with a missing value are left out.
+
+    Returns:
+        (mean, mean of the lower ends, mean of the upper ends); all NaN when no class has all three.
+
+    The classes are scored on the same images, so their estimates are correlated in an unknown way. For
+    (near-)normal estimates with standard errors ``se_k`` the standard deviation of their mean is at most the mean of
+    the ``se_k`` (Minkowski's inequality), so the mean of the ends covers at least at the per-class level whatever
+    the correlation: exactly when the classes move together, wider than needed when they are independent.
+    """
+    e, lo, hi = (np.asarray(v, dtype=float) for v in (estimates, lows, highs))
+    keep = np.isfinite(e) & np.isfinite(lo) & np.isfinite(hi)
+    if not keep.any():
+        return math.nan, math.nan, math.nan
+    return float(e[keep].mean()), float(lo[keep].mean()), float(hi[keep].mean())
+
+
 def auroc_difference_ci(first: tuple[float, float, float], second: tuple[float, float, float]) -> tuple[float, float,
                                                                                                         float]:
     """Difference ``first - second`` of two independent AUROCs from their intervals (MOVER, Zou & Donner 2008).

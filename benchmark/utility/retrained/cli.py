@@ -96,7 +96,7 @@ def retrained_config_from_args(args: argparse.Namespace) -> RetrainedConfig:
         spec_target=float(getattr(args, "spec_target", SPEC_TARGET)),
         n_resamples=int(getattr(args, "n_resamples", 2000)), stats_seed=int(getattr(args, "seed", 0) or 0),
         resume=not args.no_resume, allow_generator_overlap=bool(getattr(args, "allow_generator_overlap", False)),
-        test_labels=str(getattr(args, "test_labels", "all")))
+        test_labels=str(getattr(args, "test_labels", "all")), preset=str(getattr(args, "preset", None) or ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,6 +74,7 @@ class RetrainedConfig:
     progress: bool = True
     allow_generator_overlap: bool = False
     test_labels: str = "all"  # "physician": score only test rows a physician labelled (benchmark.utility.test_labels)
+    preset: str = ""  # what ran (benchmark.core.presets): quick, paper, ...+custom; written in every row
 
     def __post_init__(self) -> None:
         if isinstance(self.settings, str):
@@ -105,5 +106,5 @@ class RetrainedConfig:
         """The fields that shape a trained model (what a resumed run must share)."""
         skip = {"settings", "seeds", "n_real", "n_synthetic", "mix_fraction", "baseline", "n_resamples", "stats_seed",
                 "resume", "progress", "num_workers", "spec_target", "allow_generator_overlap",
-                "test_labels", "memory_budget_gb", "image_cache"}
+                "test_labels", "memory_budget_gb", "image_cache", "preset"}
         return {k: v for k, v in asdict(self).items() if k not in skip}

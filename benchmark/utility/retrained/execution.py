@@ -484,6 +484,7 @@ def _write_rows(table: pd.DataFrame, model_name: str, extra_info: str, run_id: s
     table["model_selection"] = "best mean AUROC on the real val split"
     table["run_id"] = run_id
     table["test_labels"] = config.test_labels
+    table["preset"] = config.preset
     for column, value in extra_columns.items():
         table[column] = value
     record = {**asdict(config), "stage": "retrained", "model_name": model_name}
