@@ -166,6 +166,15 @@ def test_n_subsamples_both_sides_to_n_and_refuses_more_than_there_are(
     assert "--n 30: only 24 real" in capsys.readouterr().err
 
 
+def test_the_quick_presets_n_is_a_cap_that_uses_every_image_when_there_are_fewer(
+        stage: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_stage(stage, tmp_path / "results", "--preset", "quick", "--no-diversity", "--no-memorisation") == 0
+    row = read_results("image_quality_metrics", tmp_path / "results").iloc[0]
+    assert (row["n_real"], row["n_synthetic"], row["n_requested"]) == ("24", "44", "500")
+    assert row["preset"] == "quick+custom"  # the FAST flags beside it; --n is not among them
+    assert "n capped at 500: all 24 real and 44 synthetic images used" in row["notes"]
+
+
 def test_features_of_the_same_run_are_cached_per_file_not_per_set(stage: dict[str, Path], tmp_path: Path) -> None:
     """A second synthetic set sharing files with the first computes only its new files."""
     assert run_stage(stage, tmp_path / "results", "--no-diversity", "--no-memorisation",

@@ -116,6 +116,9 @@ class QualityOptions:
     real_split: tuple[str, ...] = ("test",)
     per_class: bool = False
     n: int | None = None
+    #: ``n`` is a cap, not a demand: fewer images than ``n`` are all used (the quick preset's ``n``); a user's own
+    #: ``--n`` larger than the images available stops instead
+    n_at_most: bool = False
     k: int = 5
     kid_subset_size: int = 1000
     kid_subsets: int = 100
@@ -382,8 +385,12 @@ def evaluate(real: SplitTable, synthetic: SyntheticSet, extractor: FeatureExtrac
         notes += [n for n in (undersized_note(ref_paths, extractor.input_size, "real"),
                               undersized_note(syn_paths, extractor.input_size, "synthetic")) if n]
     if options.n is not None and (len(ref_paths) < options.n or len(syn_paths) < options.n):
-        raise DataError(f"--n {options.n}: only {len(ref_paths)} real ({'+'.join(options.real_split)}) and "
-                        f"{len(syn_paths)} synthetic images; lower --n or add images")
+        if options.n_at_most:
+            notes.append(f"n capped at {options.n}: all {min(len(ref_paths), options.n)} real and "
+                         f"{min(len(syn_paths), options.n)} synthetic images used")
+        else:
+            raise DataError(f"--n {options.n}: only {len(ref_paths)} real ({'+'.join(options.real_split)}) and "
+                            f"{len(syn_paths)} synthetic images; lower --n or add images")
     ref_patients = reference.frame["patient_id"].to_numpy().astype(str)
     syn_clusters, syn_kind = synthetic_clusters(synthetic.frame)
     subgroups = {by: (subgroup_values(reference.frame, by, options.age_cuts),
@@ -521,7 +528,10 @@ def options_from_args(args: argparse.Namespace) -> QualityOptions:
     splits = ("train", "val", "test") if args.real_split == "all" else \
         tuple(s.strip() for s in args.real_split.split(",") if s.strip())
     return QualityOptions(
-        real_split=splits, per_class=args.per_class, n=args.n, k=args.k, kid_subset_size=args.kid_subset_size,
+        real_split=splits, per_class=args.per_class, n=args.n, k=args.k,
+        n_at_most=str(getattr(args, "preset", "")).startswith("quick")
+        and "n" not in getattr(args, "preset_changes", ()),
+        kid_subset_size=args.kid_subset_size,
         kid_subsets=args.kid_subsets, jackknife_groups=args.jackknife_groups, seed=args.seed,
         batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache,
