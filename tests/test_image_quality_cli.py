@@ -8,6 +8,7 @@ temporary xrv cache and loaded through xrv's loader, run at 32 px.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,25 @@ def test_a_class_with_too_few_images_gets_its_sample_sizes_and_a_note_instead_of
         row = table.loc[name]
         assert (row["fid"], row["precision"]) == ("", ""), name
         assert int(row["n_real"]) == positives[name] and "too few images" in row["notes"]
+
+
+def test_n_with_a_class_that_has_no_synthetic_image_gives_that_class_its_sizes_and_a_note(
+        stage: dict[str, Path], tmp_path: Path) -> None:
+    missing = FINDINGS[-1]
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(stage["synthetic"], synthetic)
+    table = pd.read_csv(synthetic / "synthetic.csv")
+    for name in table.loc[table[missing] == 1, "img_savename"]:
+        (synthetic / name).unlink()
+    table[table[missing] != 1].to_csv(synthetic / "synthetic.csv", index=False)
+    assert main(["--real", str(stage["split"]), "--synthetic", str(synthetic), "--xrv-cache-dir", str(stage["xrv"]),
+                 "--results-dir", str(tmp_path / "results"), "--cache-dir", str(stage["cache"]), "--per-class",
+                 "--n", "12", "--no-diversity", "--no-memorisation", *FAST]) == 0
+    rows = read_results("image_quality_metrics", tmp_path / "results").set_index("class")
+    assert rows.loc[missing, "n_synthetic"] == "0" and rows.loc[missing, "fid"] == ""
+    assert "too few images" in rows.loc[missing, "notes"]
+    for name in FINDINGS[:-1]:  # both sides at the smaller count, at most 12
+        assert rows.loc[name, "n_real"] == rows.loc[name, "n_synthetic"] != "0", name
 
 
 def real_image_set(stage: dict[str, Path], out: Path, *, noise: float = 0.0) -> Path:

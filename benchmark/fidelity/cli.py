@@ -310,6 +310,14 @@ class _RowPlan:
     subgroup: str = ""
 
 
+def _equal_sides(n: int | None, n_real: int, n_synthetic: int) -> int | None:
+    """Images per side of a class / subgroup row under ``--n``: both sides at the smaller count, at most ``n``;
+    None (no subsampling: the row gets its sample sizes and a too-few note) without ``--n`` or when a side is empty."""
+    if n is None or min(n_real, n_synthetic) == 0:
+        return None
+    return min(n, n_real, n_synthetic)
+
+
 def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityOptions,
                subgroups: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> list[_RowPlan]:
     """Which real and synthetic rows each result row compares (overall first, then each class, then each subgroup
@@ -328,14 +336,14 @@ def _plan_rows(reference: SplitTable, synthetic: SyntheticSet, options: QualityO
                 syn_idx = np.flatnonzero(np.isin(syn_prompts, real_prompts[real_idx]))
             else:
                 syn_idx = np.flatnonzero(syn_labels[:, j] == 1)
-            n_class = None if options.n is None else min(options.n, len(real_idx), len(syn_idx))
+            n_class = _equal_sides(options.n, len(real_idx), len(syn_idx))
             plans.append(_RowPlan(name, real_idx[subsample_indices(len(real_idx), n_class, options.seed)],
                                   syn_idx[subsample_indices(len(syn_idx), n_class, options.seed + 1)],
                                   len(real_idx), len(syn_idx)))
     for by, (real_groups, syn_groups) in subgroups.items():
         for value in sorted({g for g in real_groups if g}):
             real_idx, syn_idx = np.flatnonzero(real_groups == value), np.flatnonzero(syn_groups == value)
-            n_group = None if options.n is None else min(options.n, len(real_idx), len(syn_idx))
+            n_group = _equal_sides(options.n, len(real_idx), len(syn_idx))
             plans.append(_RowPlan(f"{by}={value}", real_idx[subsample_indices(len(real_idx), n_group, options.seed)],
                                   syn_idx[subsample_indices(len(syn_idx), n_group, options.seed + 1)],
                                   len(real_idx), len(syn_idx), subgroup_by=by, subgroup=value))
