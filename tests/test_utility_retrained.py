@@ -108,7 +108,9 @@ def test_sizes_are_counts_fractions_or_all() -> None:
     assert parse_size("0.5") == Size(fraction=0.5) and parse_size("50%") == Size(fraction=0.5)
     assert parse_size("all") == Size(fraction=1.0) and str(parse_size("all")) == "all"
     assert parse_size("0.25").resolve(388) == 97 and parse_size("1.1k").resolve(10) == 1100
-    for bad in ("1.5", "0", "-3", "lots", "150%"):
+    assert parse_size("max200") == Size(count=200, at_most=True) and str(parse_size("max200")) == "max200"
+    assert parse_size("max200").resolve(120) == 120 and parse_size("max1.1k").resolve(5000) == 1100
+    for bad in ("1.5", "0", "-3", "lots", "150%", "max0.5", "max"):
         with pytest.raises(ValueError, match="size"):
             parse_size(bad)
 

@@ -23,8 +23,8 @@ QUICK_TAG = "preset=quick"
 
 #: the quick preset per stage: parser destination -> value; ``paper`` is the parser's own defaults of these keys
 QUICK: dict[str, dict[str, Any]] = {
-    "utility": {"n_resamples": 1000, "seeds": "0", "epochs": 2, "image_size": 64, "patience": 1, "n_real": "200",
-                "n_synthetic": "200", "settings": "real,synthetic,real+synthetic"},
+    "utility": {"n_resamples": 1000, "seeds": "0", "epochs": 2, "image_size": 64, "patience": 1, "n_real": "max200",
+                "n_synthetic": "max200", "settings": "real,synthetic,real+synthetic"},
     "image_quality": {"n": 500, "kid_subset_size": 100, "kid_subsets": 20, "jackknife_groups": 10,
                       "calibration_n": 500, "diversity_pairs": 50, "diversity_prompts": 20, "msssim_size": 128},
     "privacy": {"bootstrap": 200, "reid_epochs": 3, "reid_features": 64},
@@ -101,7 +101,7 @@ def _counts(args: argparse.Namespace) -> dict[str, int]:
 
 
 def _cap(requested: Any, available: int) -> int:
-    text = str(requested).strip().lower()
+    text = str(requested).strip().lower().removeprefix("max")
     return available if text in ("", "all", "none") else min(available, int(float(text)))
 
 

@@ -29,7 +29,8 @@ def add_retrained_arguments(parser: argparse.ArgumentParser) -> None:
                                  for f in fields(RetrainedConfig)})  # the defaults, without __post_init__'s torch
     group.add_argument("--settings", default=",".join(default.settings),
                        help="comma-separated kind[:size]: real[:N], synthetic[:M], real+synthetic[:N+M], "
-                            "mixed[:N[@F]]; sizes are counts (1100, 1.1k), fractions (0.5, 50%%) or all, e.g. "
+                            "mixed[:N[@F]]; sizes are counts (1100, 1.1k), counts at most (max200), fractions "
+                            "(0.5, 50%%) or all, e.g. "
                             "'real:1.1k,synthetic:1.1k,mixed:1.1k,synthetic:5.5k,real+synthetic:1.1k+5.5k'; or "
                             "'chexgenbench': CheXGenBench's four settings (real:all, synthetic:all, mixed:all@0.5, "
                             "real+synthetic:all+all)")

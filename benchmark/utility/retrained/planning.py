@@ -2,8 +2,9 @@
 synthetic images (:func:`make_pools`), stratified draws (:func:`stratified_sample`) and the (setting, seed) units
 (:func:`plan_units`), every size checked before anything trains.
 
-A size is a count (``1100``, ``1.1k``), a fraction of what exists (``0.5``, ``50%``) or ``all``; a size above what
-exists stops with an error unless ``with_replacement`` (then images repeat). Real rows and synthetic images are drawn
+A size is a count (``1100``, ``1.1k``), a count at most (``max200``: 200, or all when fewer exist), a fraction of
+what exists (``0.5``, ``50%``) or ``all``; a size above what exists stops with an error unless ``with_replacement``
+(then images repeat). Real rows and synthetic images are drawn
 within strata (each row's rarest positive class), so every class gets its share of a small set; for a seed, every
 setting of the same real size draws the same real rows, and every setting of the same synthetic size the same
 synthetic images.
@@ -33,40 +34,48 @@ class SizeError(DataError):
 
 # ---------------------------------------------------------------------------------------------- settings, sizes
 
-_SIZE = re.compile(r"(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>k|%)?")
+_SIZE = re.compile(r"(?P<max>max)?(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>k|%)?")
 
 
 @dataclass(frozen=True)
 class Size:
-    """A training-set size: a count of images, or a fraction of those available."""
+    """A training-set size: a count of images (``at_most``: or all of them when fewer exist), or a fraction of those
+    available."""
 
     count: int | None = None
     fraction: float | None = None
+    at_most: bool = False
 
     def resolve(self, available: int) -> int:
         """The number of images this size means when ``available`` exist."""
-        return self.count if self.count is not None else round(self.fraction * available)
+        if self.count is not None:
+            return min(self.count, available) if self.at_most else self.count
+        return round(self.fraction * available)
 
     def __str__(self) -> str:
         if self.count is not None:
-            return str(self.count)
+            return f"max{self.count}" if self.at_most else str(self.count)
         return "all" if self.fraction == 1.0 else f"{self.fraction:g}"
 
 
 def parse_size(text: str) -> Size:
-    """``1100`` / ``1.1k`` (counts), ``0.5`` / ``50%`` (fractions of what exists) or ``all``."""
+    """``1100`` / ``1.1k`` (counts), ``max200`` (at most 200), ``0.5`` / ``50%`` (fractions of what exists) or
+    ``all``."""
     t = str(text).strip().lower()
     if t == "all":
         return Size(fraction=1.0)
     match = _SIZE.fullmatch(t)
     if not match:
-        raise ValueError(f"size {text!r}: use a count (1100, 1.1k), a fraction (0.5, 50%) or all")
+        raise ValueError(f"size {text!r}: use a count (1100, 1.1k), at most a count (max200), a fraction (0.5, 50%) "
+                         "or all")
     value = float(match["num"])
     if match["unit"] == "k" or (match["unit"] is None and "." not in match["num"]):
         count = round(value * (1000 if match["unit"] == "k" else 1))
         if count < 1:
             raise ValueError(f"size {text!r} is no image at all")
-        return Size(count=count)
+        return Size(count=count, at_most=bool(match["max"]))
+    if match["max"]:
+        raise ValueError(f"size {text!r}: max takes a count (max200, max1.1k), not a fraction")
     fraction = value / 100 if match["unit"] == "%" else value
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"size {text!r}: a fraction must lie in (0, 1] (write a whole number or 1.5k for counts)")
