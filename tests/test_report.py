@@ -97,11 +97,15 @@ def test_the_contents_list_every_section_in_order_with_those_not_run_marked(demo
 
 def test_image_grids_are_folded_on_the_page_and_all_shown_on_their_own_page(demo_report) -> None:
     page = demo_report.html.read_text()
-    grids = [f for s in demo_report.sections for b in s.blocks if getattr(b, "collapse", False) for f in [b]]
-    assert len(grids) == len([f for f in demo_report.figures if f.name.startswith("samples")]) > 0
-    folded = page.split('<details class="grids">', 1)[1].split("</details>", 1)[0]
-    assert folded.count("<img ") == len(grids) and 'href="samples.html"' in folded
-    assert page.count('<details class="grids">') == 1  # one fold for the section, not one per grid
+    grids = [b for s in demo_report.sections for b in s.blocks if getattr(b, "collapse", False)]
+    # the sample grids and the closest-pair grids of memorisation and re-identification
+    image_grids = [f for f in demo_report.figures if f.name.startswith(("samples", "memorisation_", "reid_"))]
+    assert len(grids) == len(image_grids) and any(f.name.startswith("memorisation_") for f in image_grids)
+    with_grids = [s for s in demo_report.sections if any(getattr(b, "collapse", False) for b in s.blocks)]
+    folds = page.split('<details class="grids">')[1:]
+    assert len(folds) == len(with_grids) >= 2  # one fold per section that has grids, not one per grid
+    assert sum(f.split("</details>", 1)[0].count("<img ") for f in folds) == len(grids)
+    assert all('href="samples.html"' in f.split("</details>", 1)[0] for f in folds)
     full = demo_report.grids_page.read_text()
     assert demo_report.grids_page.name == "samples.html" and full.count("data:image/png;base64,") == len(grids)
     assert "details.grids > :not(summary){display:none}" in page  # and folded away in print

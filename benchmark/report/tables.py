@@ -265,7 +265,7 @@ def _memorisation_section(section: Section, frame: _Frame, results: Path, figure
             continue
         path = figures.copy(png, f"memorisation_{_label(model, extra)}_{extractor}")
         section.add(Figure(path, f"Closest synthetic / training pairs of {_label(model, extra)} ({extractor} "
-                                 "features and pixels)"))
+                                 "features and pixels)", collapse=True))
 
 
 # ------------------------------------------------------------------------------- re-identification, alignment
@@ -326,7 +326,7 @@ def _privacy_tables(section: Section, frame: _Frame, results: Path, figures: _Fi
                          f"(run `{f.text('run_id').iloc[i] or MISSING}`)")
             continue
         section.add(Figure(figures.copy(png, f"reid_{label}"), f"Most re-identifiable synthetic images of {label} "
-                                                                "and their nearest training image"))
+                                                                "and their nearest training image", collapse=True))
 
 
 def _alignment_table(section: Section, frame: _Frame) -> None:
