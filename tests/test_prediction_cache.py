@@ -53,6 +53,7 @@ def test_a_second_model_reads_the_real_predictions_from_the_cache_and_they_are_t
     second, second_predictions, _ = _run(real_csv, synthetic, results, xrv_cache, capsys, model="second")
     assert first == {"real": (20, 0), "synthetic": (10, 0)}
     assert first_log.count("pretrained: scoring real images: 20/20 img in ") == 1  # one line per loop in a log
+    assert first_log.count("pretrained: intervals per class: 2/2 class in ") == 1  # the bootstrap, too
     assert "\r" not in first_log
     assert second == {"real": (0, 20), "synthetic": (0, 10)}
     scores = [c for c in first_predictions.columns if c.startswith("score:")]

@@ -678,13 +678,17 @@ def test_sweep_writes_rows_curves_checkpoints_and_the_table(sweep, data: dict) -
         assert "patient design effect" in row["ci_method"]
 
 
-def test_rerunning_a_finished_sweep_trains_nothing_and_gives_the_same_table(sweep, data: dict,
+def test_rerunning_a_finished_sweep_trains_nothing_and_gives_the_same_table(sweep, data: dict, capsys,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     outcome, results, config = sweep
     monkeypatch.setattr(execution, "_train_unit", lambda *a, **k: pytest.fail("nothing should be trained"))
-    again = run_retrained_stage(data["real"], data["blind"], config, model_name="demo-label-blind",
+    monkeypatch.setenv("SYNTHCXR_PROGRESS", "lines")
+    talking = RetrainedConfig(**{**config.__dict__, "progress": True})  # progress is not part of the sweep's key
+    again = run_retrained_stage(data["real"], data["blind"], talking, model_name="demo-label-blind",
                                 results_dir=results)
     assert again.run_id == outcome.run_id and again.trained == [] and len(again.resumed) == 2
+    classes = len(data["real"].classes)
+    assert capsys.readouterr().err.count(f"retrained: intervals per class: {classes}/{classes} class in ") == 1
     pd.testing.assert_frame_equal(again.table.drop(columns="train_seconds"),
                                   outcome.table.drop(columns="train_seconds"))
 

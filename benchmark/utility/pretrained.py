@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.core.progress import track
 from benchmark.core.results import cache_dir as default_cache_root
 from benchmark.core.results import check_writable, run_dir, write_run_rows
 from benchmark.core.stats import (
@@ -243,8 +244,10 @@ def evaluate(
     seed: int = 0,
     clusters: dict[str, np.ndarray | None] | None = None,
     validation: dict[str, ValidationScores] | None = None,
+    progress: str | None = None,
 ) -> pd.DataFrame:
-    """Metric table: one row per (image source, class).
+    """Metric table: one row per (image source, class); ``progress``: a label for a progress display over the
+    classes (None: silent).
 
     ``labels[source]`` is ``(N, C)`` with 1 / 0 / NaN (unknown, masked per class); ``scores[source]`` is ``(N, C)``
     class scores (NaN columns for classes that are not evaluable). Sources are ``real`` and ``synthetic``.
@@ -264,7 +267,7 @@ def evaluate(
     clusters = clusters or {}
     validation = validation or {}
     rows: list[dict[str, Any]] = []
-    for j, mapping in enumerate(mappings):
+    for j, mapping in track(list(enumerate(mappings)), progress or "", "class", enabled=progress is not None):
         per_source: dict[str, tuple] = {}
         by_source: dict[str, dict[str, Any]] = {}
         for source in labels:
@@ -419,7 +422,7 @@ def run_pretrained_stage(
     thresholds, threshold_source, validation = _thresholds(real, classifier, mappings, config, forward)
     clusters = {"real": test.frame["patient_id"].to_numpy(), "synthetic": synthetic_clusters(synthetic)}
     table = evaluate(labels, scores, mappings, thresholds, n_resamples=config.n_resamples, seed=config.seed,
-                     clusters=clusters, validation=validation)
+                     clusters=clusters, validation=validation, progress="pretrained: intervals per class")
     table.insert(0, "classifier", classifier.name)
     table.insert(0, "extra_info", keyed_extra_info(extra_info, config.test_labels))
     table.insert(0, "model_name", model_name)

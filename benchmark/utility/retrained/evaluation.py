@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from benchmark.core.progress import track
 from benchmark.core.stats import (
     MIN_SEEDS_FOR_SPREAD,
     auroc_ci,
@@ -376,7 +377,7 @@ def evaluate_units(units: Sequence[UnitPredictions], test_labels: np.ndarray, cl
                    baseline: str | None, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95,
                    mean_rows: bool = True, test_patients: Sequence | np.ndarray | None = None,
                    val_labels: np.ndarray | None = None, val_patients: Sequence | np.ndarray | None = None,
-                   spec_target: float = SPEC_TARGET) -> pd.DataFrame:
+                   spec_target: float = SPEC_TARGET, progress: str | None = None) -> pd.DataFrame:
     """The result rows: one per (unit, class) with ``seed`` = the training seed, and one per (setting, class) with
     ``seed = "mean"`` (``mean_rows=False`` leaves those out).
 
@@ -389,6 +390,7 @@ def evaluate_units(units: Sequence[UnitPredictions], test_labels: np.ndarray, cl
         baseline: the ``setting_spec`` every other setting is compared with (same test images).
         n_resamples: B of the joint patient bootstrap (the same B resamples for every unit of a class).
         spec_target: the specificity of ``sens_at_spec``.
+        progress: a label for a progress display over the classes (None: silent).
 
     Every row: ``n_test``, ``n_patients``, ``n_positive`` (also ``positives``), ``n_negative``, ``prevalence``,
     ``train_positives`` (``_real``, ``_synthetic``), each of :data:`ROW_METRICS` with ``_ci_low`` / ``_ci_high``,
@@ -408,7 +410,7 @@ def evaluate_units(units: Sequence[UnitPredictions], test_labels: np.ndarray, cl
     val_ids = None if val is None else (np.arange(len(val)) if val_patients is None else np.asarray(val_patients))
     specs = list(dict.fromkeys(u.setting_spec for u in units))
     blocks: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for j, name in enumerate(classes):
+    for j, name in track(list(enumerate(classes)), progress or "", "class", enabled=progress is not None):
         data = _class_data(labels, test_ids, val, val_ids, j)
         evaluated = []
         for unit in units:

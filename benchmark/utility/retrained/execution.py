@@ -338,7 +338,7 @@ def run_retrained_stage(
     if not main:
         return RetrainedOutcome(pd.DataFrame(), pd.DataFrame(), run_id, folder, trained, resumed, reused)
     table = evaluate_units(predictions, test_y, classes, baseline=baseline.label if baseline else None,
-                           **statistics)
+                           progress="retrained: intervals per class" if talk else None, **statistics)
     table = _write_rows(table, model_name, extra_info, run_id, real, synthetic, config, results_dir, folder=folder,
                         extra_columns=extra_columns)
     summary = table[table["seed"] == "mean"].reset_index(drop=True)
