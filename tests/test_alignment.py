@@ -115,7 +115,7 @@ def test_the_stage_writes_alignment_per_class_with_the_real_reference_and_the_sh
     assert not (tmp_path / "privacy_metrics.csv").exists()  # no re-id model given: no privacy rows
 
 
-def test_one_run_writes_both_tables_and_the_report_shows_privacy_beside_memorisation_and_alignment_per_class(
+def test_one_run_writes_both_tables_and_the_report_shows_privacy_in_its_section_and_alignment_per_class(
         stage: dict[str, Path], clip_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     from benchmark.report import build_report
     from tests.test_privacy import TRAIN
@@ -128,13 +128,15 @@ def test_one_run_writes_both_tables_and_the_report_shows_privacy_beside_memorisa
     sections = {s.id: s for s in report.sections}
     markdown = report.markdown.read_text()
     memorisation = markdown.split("## Memorisation", 1)[1].split("\n## ", 1)[0]
+    privacy = markdown.split("## Privacy: patient re-identification", 1)[1].split("\n## ", 1)[0]
     quality = markdown.split("## Image quality", 1)[1].split("\n## ", 1)[0]
-    assert "re-id AUROC (val)" in memorisation and "held-out real above (chance)" in memorisation
-    assert any(f.path.name.startswith("reid_") for f in sections["memorisation"].figures)
+    assert "re-id AUROC (val)" in privacy and "held-out real above (chance)" in privacy
+    assert any(f.path.name.startswith("reid_") for f in sections["privacy"].figures)
+    assert sections["privacy"].status == "present"
     assert "gain over shuffled" in quality
-    assert all(f"| {c} |" in quality for c in ("overall", *FINDINGS) if f"| {c} |" in memorisation)
+    assert all(f"| {c} |" in quality for c in ("overall", *FINDINGS) if f"| {c} |" in privacy)
     assert sections["memorisation"].status == "missing"  # the image-quality stage itself has not run: still said
-    assert "Not run yet" in memorisation
+    assert "Not run yet" in memorisation and "re-id AUROC (val)" not in memorisation
 
 
 def test_a_cxr_bert_style_dual_encoder_loads_and_scores_like_clip(tmp_path: Path) -> None:
