@@ -140,7 +140,7 @@ def test_report_sh_pdf_prints_the_report_with_chromium_to_a_supplements_length(d
     assert main(["--results-dir", str(demo_results.results_dir), "--out", str(tmp_path / "out"), "--pdf"]) == 0
     pdf = tmp_path / "out" / "report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF-")
-    # the demo's report printed to 16 A4 landscape pages here (29 before the print stylesheet and folded grids)
+    # the demo's report printed to 14 A4 landscape pages here (29 before the print stylesheet and folded grids)
     assert 5 <= pdf_page_count(pdf) <= 24
     assert f"report: {pdf} ({pdf_page_count(pdf)} pages, A4 landscape)" in capsys.readouterr().out
 
