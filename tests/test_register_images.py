@@ -70,3 +70,11 @@ def test_labels_csv_that_misses_an_image_is_refused(tmp_path: Path) -> None:
     pd.DataFrame({"file": ["a.png"], "mass": ["1"]}).to_csv(tmp_path / "l.csv", index=False)
     with pytest.raises(DataError, match=r"1 images in .* have no row, e.g. 'b.png'"):
         register_images(tmp_path / "pngs", tmp_path / "set", labels_csv=tmp_path / "l.csv")
+
+
+def test_a_labels_csv_without_the_file_column_names_the_closest_column(tmp_path: Path) -> None:
+    _png(tmp_path / "pngs" / "a.png")
+    pd.DataFrame({"File": ["a.png"], "mass": ["1"]}).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(DataError, match=r"l\.csv: missing column 'file'; did you mean 'File'\?"):
+        register_images(tmp_path / "pngs", tmp_path / "set", labels_csv=tmp_path / "l.csv")
+    assert not (tmp_path / "set").exists()

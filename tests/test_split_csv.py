@@ -36,6 +36,9 @@ def test_missing_column_is_named(split_dir: Path) -> None:
     path = _edit(split_dir, lambda f: f.drop(columns=["patient_id"]))
     with pytest.raises(DataError, match=r"split\.csv: missing column 'patient_id'"):
         read_split_csv(path)
+    renamed = _edit(split_dir, lambda f: f.assign(PatientID="p1"))  # the column under another spelling
+    with pytest.raises(DataError, match=r"missing column 'patient_id'; did you mean 'PatientID'\?"):
+        read_split_csv(renamed)
 
 
 def test_bad_split_value_names_row_column_and_value(split_dir: Path) -> None:

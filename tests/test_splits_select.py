@@ -54,6 +54,10 @@ def test_a_misspelt_column_names_the_closest_and_writes_nothing(tmp_path: Path,
     assert "no column 'sorce'; did you mean 'source' or" in err and str(labels) in err
     assert _make(labels, tmp_path / "s.csv", "--filter-col", "Source", "--filter-value", "x") == 2
     assert "did you mean 'source'" in capsys.readouterr().err
+    assert _make(labels, tmp_path / "s.csv", "--image-col", "pth") == 2  # a column named by a flag
+    assert "missing column 'pth'; did you mean 'path'?" in capsys.readouterr().err
+    assert _make(labels, tmp_path / "s.csv", "--label-cols", "Cardiomegally=cardiomegaly") == 2
+    assert "missing column 'Cardiomegally'; did you mean 'Cardiomegaly'?" in capsys.readouterr().err
     assert _make(labels, tmp_path / "s.csv", "--where", "source == 'no such source'") == 2
     assert "keeps none of its" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()

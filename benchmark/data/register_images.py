@@ -40,7 +40,7 @@ from benchmark.data.splits.chexgenbench import (
 )
 from benchmark.data.splits.common import UNCERTAIN_POLICIES, parse_class_list, uncertain_label
 from benchmark.data.synthetic import IMAGES_DIR, MANIFEST_JSON, SYNTHETIC_COLUMNS, SYNTHETIC_CSV, read_manifest
-from benchmark.data.tables import SplitTable, read_split_csv
+from benchmark.data.tables import SplitTable, did_you_mean, read_split_csv
 
 CHEXGENBENCH_FILE_COLUMNS: tuple[str, ...] = ("synthetic_filename", "img_savename")
 CHEXGENBENCH_PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "annotated_prompt")
@@ -160,7 +160,8 @@ def registration_frame(
                                                 uncertain=uncertain, unmentioned=unmentioned)
             return frame, classes, "chexgenbench-csv"
         if file_col not in table.columns:
-            raise DataError(f"{labels_csv}: missing column {file_col!r} (the image file, relative to {root})")
+            raise DataError(f"{labels_csv}: missing column {file_col!r}{did_you_mean(file_col, table.columns)} (the "
+                            f"image file, relative to {root}; columns: {', '.join(map(str, table.columns))})")
         classes = list(classes) if classes else [c for c in table.columns
                                                  if c not in (file_col, "prompt", "source_row", "seed", "class_label")]
         for name in classes:

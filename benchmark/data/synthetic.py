@@ -84,7 +84,8 @@ def read_synthetic_set(folder: str | Path, classes: Sequence[str] | None = None)
         raise DataError(f"{csv_path}: the set has no images")
     missing = [c for c in SYNTHETIC_COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"{csv_path}: missing column {missing[0]!r} (required: {', '.join(SYNTHETIC_COLUMNS)})")
+        raise DataError(f"{csv_path}: missing column {missing[0]!r}{did_you_mean(missing[0], frame.columns)} "
+                        f"(required: {', '.join(SYNTHETIC_COLUMNS)})")
     manifest = read_manifest(root)
     classes = list(classes) if classes is not None else list(manifest.get("classes") or [])
     for name in classes:

@@ -137,7 +137,8 @@ def validate_split_frame(
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{source}: missing column {missing[0]!r} (required: {', '.join(REQUIRED_COLUMNS)}; "
+            f"{source}: missing column {missing[0]!r}{did_you_mean(missing[0], frame.columns)} (required: "
+            f"{', '.join(REQUIRED_COLUMNS)}; "
             f"found: {', '.join(map(str, frame.columns))})"
         )
     if classes is None:

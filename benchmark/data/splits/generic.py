@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from benchmark.data.splits.common import (
     template_prompts,
     uncertain_label,
 )
+from benchmark.data.tables import did_you_mean
 
 
 def parse_label_mapping(spec: str | Sequence[str]) -> list[tuple[str, str]]:
@@ -57,9 +57,7 @@ def select_rows(table: pd.DataFrame, *, where: str | None = None, column: str | 
     columns = [str(c) for c in table.columns]
 
     def unknown(name: str) -> DataError:
-        close = difflib.get_close_matches(name, columns, n=3)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return DataError(f"{source}: no column {name!r}{hint} (columns: {', '.join(columns)})")
+        return DataError(f"{source}: no column {name!r}{did_you_mean(name, columns)} (columns: {', '.join(columns)})")
 
     if column is not None:
         if column not in table.columns:
@@ -117,7 +115,8 @@ def build_csv_split(
     needed = [image_col, patient_col, *(s for s, _ in mapping), *(c for c in (prompt_col, split_col, view_col) if c)]
     for column in needed:
         if column not in table.columns:
-            raise DataError(f"{source}: missing column {column!r} (columns: {', '.join(map(str, table.columns))})")
+            raise DataError(f"{source}: missing column {column!r}{did_you_mean(column, table.columns)} "
+                            f"(columns: {', '.join(map(str, table.columns))})")
     table = table.reset_index(drop=True)
     patients = table[patient_col].fillna("").astype(str).str.strip()
     no_patient = np.flatnonzero(patients.eq("").to_numpy())
