@@ -74,3 +74,11 @@ def test_a_display_not_enabled_writes_nothing(monkeypatch) -> None:
     log = io.StringIO()
     list(track(range(10), "other process", stream=log, enabled=False))
     assert log.getvalue() == ""
+
+
+def test_an_unnamed_or_empty_loop_writes_nothing(monkeypatch) -> None:
+    monkeypatch.setenv("SYNTHCXR_PROGRESS", "lines")
+    log = io.StringIO()
+    list(track(range(10), "", stream=log))  # a caller that asked for no display
+    list(track([], "scoring real images", stream=log))  # nothing to do
+    assert log.getvalue() == ""

@@ -96,10 +96,11 @@ def progress(total: int | None, desc: str, unit: str = "img", *, enabled: bool =
              stream: IO[str] | None = None, leave: bool = True) -> Any:
     """A progress display for ``total`` steps of ``unit`` (a context manager with ``update(n)`` and ``close()``):
     a tqdm bar on a terminal, a :class:`LineProgress` in logs, nothing when ``enabled`` is false (e.g. on every
-    process but the main one) or the mode is ``off``. ``leave=False`` clears a finished bar from the terminal (a
-    log keeps its line)."""
+    process but the main one), ``desc`` is empty (the caller asked for no display), there is nothing to do
+    (``total`` 0) or the mode is ``off``. ``leave=False`` clears a finished bar from the terminal (a log keeps its
+    line)."""
     stream = stream if stream is not None else sys.stderr
-    mode = progress_mode(stream) if enabled else "off"
+    mode = progress_mode(stream) if enabled and desc and total != 0 else "off"
     if mode == "off":
         return _Silent()
     if mode == "lines":

@@ -565,7 +565,7 @@ def extract_features(
         label += f" (process {state.process_index})"
     label += f", {len(found)} from cache" if found else ""
     try:
-        with progress_display(len(todo_keys), label, "img", enabled=bool(progress) and len(todo_keys) > 0) as bar:
+        with progress_display(len(todo_keys), label, "img", enabled=bool(progress)) as bar:
             _embed_missing([first_path[k] for k in todo_keys], extractor, batch_size, num_workers, on_features,
                            bar)
     finally:

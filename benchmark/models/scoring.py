@@ -2,8 +2,9 @@
 
 Used by the pretrained-classifier utility stage and by evaluation during training. Images go through
 :class:`benchmark.data.preprocess.XrayDataset` (xrv normalisation from the true bit depth, crop, resize).
-:func:`cached_predictions` keeps a classifier's outputs in the feature cache, keyed by (image content, classifier
-weights, preprocessing), so the same real test images are scored once for every model compared against them.
+:func:`cached_predictions` keeps a classifier's outputs (in its :func:`classifier_space`) in the feature cache,
+keyed by (image content, classifier weights, preprocessing), so the same real test images are scored once for every
+model compared against them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def score_images(forward: Callable[[torch.Tensor], torch.Tensor], paths: Sequenc
 
     paths = [Path(p) for p in paths]
     outputs: list[np.ndarray] = []
-    with progress_display(len(paths), progress, "img", enabled=bool(progress) and len(paths) > 0) as bar:
+    with progress_display(len(paths), progress, "img") as bar:
         for batch, indices in image_loader(paths, size, batch_size, num_workers):
             check_xrv_range(batch, where=f"batch starting at {paths[int(indices[0])]}")
             outputs.append(forward(batch.to(device)).float().cpu().numpy())
@@ -70,13 +71,14 @@ def classifier_space(classifier: Classifier) -> FeatureExtractor:
         input_size=classifier.input_size)
 
 
-def cached_predictions(classifier: Classifier, paths: Sequence[str | Path], *, batch_size: int = 32,
+def cached_predictions(space: FeatureExtractor, paths: Sequence[str | Path], *, batch_size: int = 32,
                        num_workers: int = 0, cache_dir: str | Path | None = None, use_cache: bool = True,
                        progress: str = "") -> FeatureResult:
-    """The classifier's outputs for every image (``.features``: float32 ``(N, n_outputs)`` in the order of
-    ``paths``), read from the feature cache where this classifier already scored the same file content, computed
-    (and stored) otherwise; ``.n_cached`` / ``.n_computed`` say which. An unreadable image stops with its name."""
+    """A classifier's outputs for every image (``space``: its :func:`classifier_space`, built once per classifier:
+    the weight fingerprint reads every weight; ``.features``: float32 ``(N, n_outputs)`` in the order of ``paths``),
+    read from the feature cache where this classifier already scored the same file content, computed (and stored)
+    otherwise; ``.n_cached`` / ``.n_computed`` say which. An unreadable image stops with its name."""
     from benchmark.fidelity.features import extract_features
 
-    return extract_features(paths, classifier_space(classifier), cache_dir=cache_dir, use_cache=use_cache,
+    return extract_features(paths, space, cache_dir=cache_dir, use_cache=use_cache,
                             batch_size=batch_size, num_workers=num_workers, progress=progress)

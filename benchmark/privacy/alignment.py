@@ -98,7 +98,7 @@ def embed_images(aligner: AlignmentModel, images: Sequence[np.ndarray], batch_si
     """Unit-norm image embeddings ``(N, D)`` float32 of greyscale ``(H, W)`` images in [0, 1]; ``progress`` names
     the loop on a progress display (none when empty)."""
     out = []
-    for i in track(range(0, len(images), batch_size), progress, "batch", enabled=bool(progress) and len(images) > 0):
+    for i in track(range(0, len(images), batch_size), progress, "batch"):
         if aligner.biovil is not None:
             out.append(aligner.biovil.image_embeddings(images[i:i + batch_size]).cpu())
             continue
@@ -116,7 +116,7 @@ def embed_texts(aligner: AlignmentModel, prompts: Sequence[str], batch_size: int
     """Unit-norm text embeddings ``(N, D)`` float32 (prompts truncated to the tokenizer's maximum length);
     ``progress`` names the loop on a progress display (none when empty)."""
     out = []
-    for i in track(range(0, len(prompts), batch_size), progress, "batch", enabled=bool(progress) and len(prompts) > 0):
+    for i in track(range(0, len(prompts), batch_size), progress, "batch"):
         if aligner.biovil is not None:
             out.append(aligner.biovil.text_embeddings(list(prompts[i:i + batch_size])).cpu())
             continue

@@ -303,7 +303,7 @@ def embed_images(model: SiameseReID, images: torch.Tensor, *, batch_size: int = 
     dev = resolve_device(device)
     model = model.to(dev).eval()
     out = []
-    with progress_display(len(images), progress, "img", enabled=bool(progress) and len(images) > 0) as bar:
+    with progress_display(len(images), progress, "img") as bar:
         for i in range(0, len(images), batch_size):
             out.append(model.embed(images[i:i + batch_size].to(dev)).float().cpu())
             bar.update(len(out[-1]))

@@ -59,7 +59,7 @@ from benchmark.data.leakage import LeakageDecision, check_leakage
 from benchmark.data.subgroups import DEFAULT_AGE_CUTS, subgroup_values, synthetic_subgroups
 from benchmark.data.synthetic import SyntheticSet
 from benchmark.models.classifiers import Classifier, declared_training_data, load_classifier
-from benchmark.models.scoring import cached_predictions, score_images
+from benchmark.models.scoring import cached_predictions, classifier_space, score_images
 from benchmark.utility.label_mapping import ClassMapping, class_scores, map_classes
 from benchmark.utility.subgroups import subgroup_table
 from benchmark.utility.test_labels import keyed_extra_info, test_label_mask
@@ -267,7 +267,7 @@ def evaluate(
     clusters = clusters or {}
     validation = validation or {}
     rows: list[dict[str, Any]] = []
-    for j, mapping in track(list(enumerate(mappings)), progress or "", "class", enabled=progress is not None):
+    for j, mapping in track(list(enumerate(mappings)), progress or "", "class"):
         per_source: dict[str, tuple] = {}
         by_source: dict[str, dict[str, Any]] = {}
         for source in labels:
@@ -410,8 +410,9 @@ def run_pretrained_stage(
 
     store = cache_dir if cache_dir is not None else default_cache_root("features", results_dir)
     probabilities = {}
+    space = classifier_space(classifier)
     for source, paths in (("real", test.image_paths()), ("synthetic", synthetic.image_paths())):
-        scored = cached_predictions(classifier, paths, batch_size=config.batch_size, num_workers=config.num_workers,
+        scored = cached_predictions(space, paths, batch_size=config.batch_size, num_workers=config.num_workers,
                                     cache_dir=store, use_cache=use_cache,
                                     progress=f"pretrained: scoring {source} images")
         probabilities[source] = scored.features

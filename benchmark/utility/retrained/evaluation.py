@@ -410,7 +410,7 @@ def evaluate_units(units: Sequence[UnitPredictions], test_labels: np.ndarray, cl
     val_ids = None if val is None else (np.arange(len(val)) if val_patients is None else np.asarray(val_patients))
     specs = list(dict.fromkeys(u.setting_spec for u in units))
     blocks: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for j, name in track(list(enumerate(classes)), progress or "", "class", enabled=progress is not None):
+    for j, name in track(list(enumerate(classes)), progress or "", "class"):
         data = _class_data(labels, test_ids, val, val_ids, j)
         evaluated = []
         for unit in units:
